@@ -1,0 +1,22 @@
+import os
+
+from sb3_ncdpo.common.buffers import NoiseDictRolloutBuffer, NoiseRolloutBuffer
+from sb3_ncdpo.common.policies import CnnDiffusionPolicy, DiffusionActorCriticPolicy, MultiInputDiffusionPolicy
+from sb3_ncdpo.ncdpo import NCDPO
+
+MlpDiffusionPolicy = DiffusionActorCriticPolicy
+
+# Read version from file
+version_file = os.path.join(os.path.dirname(__file__), "version.txt")
+with open(version_file) as file_handler:
+    __version__ = file_handler.read().strip()
+
+__all__ = [
+    "NCDPO",
+    "CnnDiffusionPolicy",
+    "DiffusionActorCriticPolicy",
+    "MlpDiffusionPolicy",
+    "MultiInputDiffusionPolicy",
+    "NoiseDictRolloutBuffer",
+    "NoiseRolloutBuffer",
+]
