@@ -1,0 +1,241 @@
+"""NCDPO's own invariants: the replayed noise, gradients through the chain, bad input, learning."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.envs import BitFlippingEnv, FakeImageEnv
+from stable_baselines3.common.evaluation import evaluate_policy
+from toy_envs import TargetEnv
+
+from sb3_ncdpo import NCDPO, DiffusionActorCriticPolicy, NoiseDictRolloutBuffer, NoiseRolloutBuffer
+
+SMALL = dict(n_denoising_steps=3, denoiser_hidden_sizes=[32, 32], net_arch=[16])
+
+
+def collected(model: NCDPO) -> NCDPO:
+    """Fill the model's rollout buffer once, as learn() does before train()."""
+    _, callback = model._setup_learn(total_timesteps=model.n_steps * model.n_envs, callback=None)
+    assert model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    return model
+
+
+def replay(model: NCDPO, noises_fn=None) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
+    """Re-evaluate the whole buffer with stored (or replaced) noise; return new/old log-probs and values."""
+    batch = next(model.rollout_buffer.get(batch_size=None))
+    noises = batch.noises if noises_fn is None else noises_fn(batch.noises)
+    with th.no_grad():
+        values, log_prob, _ = model.policy.evaluate_actions(batch.observations, batch.actions, noises)
+    return log_prob, batch.old_log_prob, values.flatten(), batch.old_values
+
+
+@pytest.mark.parametrize(
+    "policy_kwargs",
+    [
+        SMALL,
+        dict(SMALL, n_denoising_steps=1),
+        dict(SMALL, n_denoising_steps=10, sampler="ddim", ddim_eta=0.0),
+        dict(SMALL, n_denoising_steps=5, sampler="ddim", ddim_eta=1.0, noise_schedule="linear", noise_clip=2.0),
+        dict(SMALL, fixed_std=0.2, min_step_std=0.1, residual=True, denoiser_hidden_sizes=[32, 32, 32]),
+    ],
+)
+def test_stored_noise_reproduces_old_log_prob(policy_kwargs):
+    model = collected(NCDPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, policy_kwargs=policy_kwargs, seed=1))
+    log_prob, old_log_prob, values, old_values = replay(model)
+    assert (log_prob - old_log_prob).abs().max().item() < 1e-5
+    assert (values - old_values).abs().max().item() < 1e-5
+    # With fresh noise the conditional log-probability is a different number: the ratio needs the stored noise.
+    fresh_log_prob, *_ = replay(model, lambda noises: th.randn_like(noises))
+    assert (fresh_log_prob - old_log_prob).abs().max().item() > 1e-2
+
+
+def test_stored_noise_reproduces_old_log_prob_with_dict_observations():
+    env = make_vec_env(lambda: BitFlippingEnv(n_bits=4, continuous=True, max_steps=4), n_envs=2)
+    model = collected(NCDPO("MultiInputPolicy", env, n_steps=32, batch_size=16, policy_kwargs=SMALL, seed=0))
+    assert isinstance(model.rollout_buffer, NoiseDictRolloutBuffer)
+    log_prob, old_log_prob, values, old_values = replay(model)
+    assert (log_prob - old_log_prob).abs().max().item() < 1e-5
+    assert (values - old_values).abs().max().item() < 1e-5
+
+
+def test_buffer_noise_shape_and_alignment():
+    model = collected(NCDPO("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=2), n_steps=16, batch_size=8, policy_kwargs=SMALL))
+    assert isinstance(model.rollout_buffer, NoiseRolloutBuffer)
+    assert model.policy.noise_shape == (3, 1)
+    # Batches of any size keep each noise with its own transition: replay minibatch by minibatch.
+    for batch in model.rollout_buffer.get(batch_size=5):
+        assert batch.noises.shape == (len(batch.actions), 3, 1)
+        with th.no_grad():
+            _, log_prob, _ = model.policy.evaluate_actions(batch.observations, batch.actions, batch.noises)
+        assert (log_prob - batch.old_log_prob).abs().max().item() < 1e-5
+
+
+def test_log_prob_differentiable_wrt_initial_noise():
+    policy = NCDPO("MlpPolicy", "Pendulum-v1", n_steps=16, batch_size=8, policy_kwargs=dict(SMALL, x0_clip=None)).policy
+    obs = th.randn(6, 3)
+    noises = policy.sample_noise(6).requires_grad_(True)
+    actions = th.zeros(6, 1)
+    _, log_prob, _ = policy.evaluate_actions(obs, actions, noises)
+    log_prob.sum().backward()
+    assert noises.grad is not None
+    assert th.all(noises.grad[:, 0].abs() > 0)  # x_K
+    assert th.all(noises.grad[:, 1:].abs() > 0)  # every z_k
+
+
+def test_denoiser_gets_gradient_from_every_step():
+    """Keep the parameters attached to the graph at one denoising step only: each step alone gives them gradient."""
+    n_steps = 4
+    policy = NCDPO(
+        "MlpPolicy", "Pendulum-v1", n_steps=16, batch_size=8, policy_kwargs=dict(SMALL, n_denoising_steps=n_steps, x0_clip=None)
+    ).policy
+    obs, actions, noises = th.randn(8, 3), th.zeros(8, 1), policy.sample_noise(8)
+    params = dict(policy.denoiser.named_parameters())
+    for live_step in range(1, n_steps + 1):
+        policy.zero_grad()
+        latent_pi, _ = policy._latents(obs)
+        cond = policy.denoiser.project_condition(latent_pi).detach()
+
+        def eps_model(x, k, live_step=live_step):
+            weights = params if k == live_step else {name: p.detach() for name, p in params.items()}
+            return th.func.functional_call(policy.denoiser, weights, (x, k, cond))
+
+        mean = policy.chain.final_mean(eps_model, noises)
+        log_prob = policy.action_dist.proba_distribution(mean, policy.log_std).log_prob(actions)
+        log_prob.sum().backward()
+        for name in ("output.weight", "input_x.weight", "input_t.weight"):
+            grad = params[name].grad
+            assert grad is not None and grad.abs().sum().item() > 0, (live_step, name)
+
+
+def test_train_logs_std_and_chain_gradient_diagnostic():
+    # Without the x0 clip: with it, step K's prediction is almost always clipped (alpha_bar_K ~ 1e-3) and gets no gradient
+    policy_kwargs = dict(SMALL, x0_clip=None)
+    model = NCDPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, n_epochs=2, policy_kwargs=policy_kwargs, seed=0)
+    model.learn(128)
+    logged = model.logger.name_to_value
+    for key in ("train/std", "train/approx_kl", "train/clip_fraction", "train/entropy_loss", "train/grad_norm"):
+        assert key in logged, key
+    assert logged["train/std"] == pytest.approx(1.0, abs=0.05)  # log_std_init=0, two small epochs
+    assert logged["train/eps_grad_norm_first_step"] > 0
+    assert logged["train/eps_grad_ratio_first_last"] > 0
+
+
+def test_deterministic_actions_use_zero_noise():
+    model = NCDPO("MlpPolicy", "Pendulum-v1", n_steps=16, batch_size=8, policy_kwargs=SMALL, seed=0)
+    policy = model.policy
+    obs = th.randn(5, 3)
+    with th.no_grad():
+        actions, _, _, noises = policy.forward_with_noise(obs, deterministic=True)
+        mean = policy.get_distribution(obs, noises=th.zeros(5, 3, 1)).distribution.mean
+    assert th.all(noises == 0)
+    th.testing.assert_close(actions, mean)
+    predicted, _ = model.predict(obs.numpy(), deterministic=True)
+    np.testing.assert_allclose(predicted, policy.unscale_action(np.clip(mean.numpy(), -1, 1)), rtol=1e-6)
+
+
+def test_target_env_learning():
+    """A learning check that could fail: only a policy that reads the observation scores above -0.43."""
+    env = make_vec_env(TargetEnv, n_envs=4, seed=0)
+    model = NCDPO(
+        "MlpDiffusionPolicy",
+        env,
+        n_steps=128,
+        batch_size=128,
+        n_epochs=10,
+        learning_rate=1e-3,
+        gamma=0.0,
+        seed=0,
+        policy_kwargs=dict(n_denoising_steps=3, denoiser_hidden_sizes=[64, 64], log_std_init=-1.0, net_arch=dict(pi=[], vf=[32])),
+    )
+    before, _ = evaluate_policy(model, make_vec_env(TargetEnv, n_envs=1, seed=1), n_eval_episodes=100)
+    model.learn(8192)
+    after, _ = evaluate_policy(model, make_vec_env(TargetEnv, n_envs=1, seed=1), n_eval_episodes=100)
+    assert before < -0.5
+    assert after > -0.05
+
+
+def test_cnn_policy_on_images():
+    env = make_vec_env(lambda: FakeImageEnv(screen_height=36, screen_width=36, n_channels=1, discrete=False))
+    model = NCDPO(
+        "CnnDiffusionPolicy", env, n_steps=16, batch_size=8, n_epochs=1, policy_kwargs=dict(SMALL, features_extractor_kwargs=dict(features_dim=32))
+    )
+    log_prob, old_log_prob, *_ = replay(collected(model))
+    assert (log_prob - old_log_prob).abs().max().item() < 1e-5
+    model.learn(32)
+    action, _ = model.predict(env.observation_space.sample(), deterministic=True)
+    assert action.shape == env.action_space.shape and np.all(np.abs(action) <= 1)
+
+
+class CountingEnv(gym.Env):
+    created = 0
+
+    def __init__(self) -> None:
+        CountingEnv.created += 1
+        self.observation_space = spaces.Box(-1, 1, (2,))
+        self.action_space = spaces.Box(-1, 1, (1,))
+
+
+gym.register("sb3_ncdpo_tests/Counting-v0", entry_point=CountingEnv)
+
+
+@pytest.mark.parametrize(
+    "policy_kwargs, match",
+    [
+        (dict(n_denoising_steps=0), "n_denoising_steps must be an int >= 1, got 0"),
+        (dict(n_denoising_steps=2.0), "n_denoising_steps must be an int >= 1"),
+        (dict(sampler="dpm"), r"sampler must be one of \('ddpm', 'ddim'\), got 'dpm'"),
+        (dict(noise_schedule="quadratic"), r"noise_schedule must be one of \('cosine', 'linear'\)"),
+        (dict(ddim_eta=2.0), r"ddim_eta must be a float in \[0, 1\], got 2.0"),
+        (dict(fixed_std=0.0), "fixed_std must be a float > 0"),
+        (dict(fixed_std=-1.0), "fixed_std must be a float > 0"),
+        (dict(min_std=0.0), "min_std must be a float > 0"),
+        (dict(denoiser_hidden_sizes=[]), "denoiser_hidden_sizes must be a non-empty list"),
+        (dict(residual=True, denoiser_hidden_sizes=[32, 64, 32]), "with residual=True"),
+        (dict(use_sde=True), "use_sde=True is not supported"),
+    ],
+)
+def test_bad_policy_kwargs_fail_before_the_env_is_built(policy_kwargs, match):
+    CountingEnv.created = 0
+    with pytest.raises(ValueError, match=match):
+        NCDPO("MlpPolicy", "sb3_ncdpo_tests/Counting-v0", policy_kwargs=policy_kwargs)
+    assert CountingEnv.created == 0
+
+
+def test_bad_algorithm_arguments():
+    with pytest.raises(ValueError, match="Policy NotAPolicy unknown"):
+        NCDPO("NotAPolicy", "Pendulum-v1")
+    with pytest.raises(ValueError, match="policy must be a DiffusionActorCriticPolicy"):
+        NCDPO(DiffusionActorCriticPolicy.__mro__[1], "Pendulum-v1")  # SB3's ActorCriticPolicy
+    with pytest.raises(ValueError, match="batch_size must be > 1 when normalize_advantage=True"):
+        NCDPO("MlpPolicy", "Pendulum-v1", batch_size=1)
+    with pytest.raises(ValueError, match=r"batch_size=64 is larger than the rollout buffer \(n_steps \* n_envs = 32 \* 1 = 32\)"):
+        NCDPO("MlpPolicy", "Pendulum-v1", n_steps=32, batch_size=64)
+    with pytest.raises(ValueError, match="clip_range_vf must be > 0"):
+        NCDPO("MlpPolicy", "Pendulum-v1", n_steps=32, batch_size=32, clip_range_vf=0.0)
+
+
+def test_unsupported_action_spaces():
+    with pytest.raises(AssertionError, match="only supports .*Box.* as action spaces but Discrete"):
+        NCDPO("MlpPolicy", "CartPole-v1")
+
+    class Unbounded(CountingEnv):
+        def __init__(self) -> None:
+            super().__init__()
+            self.action_space = spaces.Box(-np.inf, np.inf, (1,))
+
+    with pytest.raises(AssertionError, match="finite lower and upper bound"):
+        NCDPO("MlpPolicy", Unbounded())
+    policy_args = (spaces.Box(-1, 1, (2,)), spaces.Box(-np.inf, np.inf, (1,)), lambda _: 1e-3)
+    with pytest.raises(ValueError, match="the action space must have finite bounds"):
+        DiffusionActorCriticPolicy(*policy_args)
+    with pytest.raises(ValueError, match="supports only Box action spaces, got Discrete"):
+        DiffusionActorCriticPolicy(spaces.Box(-1, 1, (2,)), spaces.Discrete(3), lambda _: 1e-3)
+
+
+@pytest.mark.skipif(not th.cuda.is_available(), reason="no CUDA device")
+def test_cuda_invariant():
+    model = collected(NCDPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, policy_kwargs=SMALL, device="cuda"))
+    log_prob, old_log_prob, *_ = replay(model)
+    assert (log_prob - old_log_prob).abs().max().item() < 1e-5
