@@ -170,7 +170,11 @@ def test_eps_grad_hook_sees_every_step():
     chain = make_chain(n_denoising_steps=4, x0_clip=None)
     weight = th.randn(2, 2, dtype=th.float64, requires_grad=True)
     seen: dict[int, float] = {}
-    mean = chain.final_mean(linear_eps_model(weight), th.randn(3, 4, 2, dtype=th.float64), eps_grad_hook=lambda k, g: seen.update({k: g.norm().item()}))
+    mean = chain.final_mean(
+        linear_eps_model(weight),
+        th.randn(3, 4, 2, dtype=th.float64),
+        eps_grad_hook=lambda k, g: seen.update({k: g.norm().item()}),
+    )
     mean.sum().backward()
     assert sorted(seen) == [1, 2, 3, 4]
     assert all(v > 0 for v in seen.values())

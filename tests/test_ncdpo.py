@@ -88,7 +88,11 @@ def test_denoiser_gets_gradient_from_every_step():
     """Keep the parameters attached to the graph at one denoising step only: each step alone gives them gradient."""
     n_steps = 4
     policy = NCDPO(
-        "MlpPolicy", "Pendulum-v1", n_steps=16, batch_size=8, policy_kwargs=dict(SMALL, n_denoising_steps=n_steps, x0_clip=None)
+        "MlpPolicy",
+        "Pendulum-v1",
+        n_steps=16,
+        batch_size=8,
+        policy_kwargs=dict(SMALL, n_denoising_steps=n_steps, x0_clip=None),
     ).policy
     obs, actions, noises = th.randn(8, 3), th.zeros(8, 1), policy.sample_noise(8)
     params = dict(policy.denoiser.named_parameters())
@@ -97,7 +101,7 @@ def test_denoiser_gets_gradient_from_every_step():
         latent_pi, _ = policy._latents(obs)
         cond = policy.denoiser.project_condition(latent_pi).detach()
 
-        def eps_model(x, k, live_step=live_step):
+        def eps_model(x, k, live_step=live_step, cond=cond):
             weights = params if k == live_step else {name: p.detach() for name, p in params.items()}
             return th.func.functional_call(policy.denoiser, weights, (x, k, cond))
 
@@ -147,7 +151,9 @@ def test_target_env_learning():
         learning_rate=1e-3,
         gamma=0.0,
         seed=0,
-        policy_kwargs=dict(n_denoising_steps=3, denoiser_hidden_sizes=[64, 64], log_std_init=-1.0, net_arch=dict(pi=[], vf=[32])),
+        policy_kwargs=dict(
+            n_denoising_steps=3, denoiser_hidden_sizes=[64, 64], log_std_init=-1.0, net_arch=dict(pi=[], vf=[32])
+        ),
     )
     before, _ = evaluate_policy(model, make_vec_env(TargetEnv, n_envs=1, seed=1), n_eval_episodes=100)
     model.learn(8192)
@@ -159,7 +165,12 @@ def test_target_env_learning():
 def test_cnn_policy_on_images():
     env = make_vec_env(lambda: FakeImageEnv(screen_height=36, screen_width=36, n_channels=1, discrete=False))
     model = NCDPO(
-        "CnnDiffusionPolicy", env, n_steps=16, batch_size=8, n_epochs=1, policy_kwargs=dict(SMALL, features_extractor_kwargs=dict(features_dim=32))
+        "CnnDiffusionPolicy",
+        env,
+        n_steps=16,
+        batch_size=8,
+        n_epochs=1,
+        policy_kwargs=dict(SMALL, features_extractor_kwargs=dict(features_dim=32)),
     )
     log_prob, old_log_prob, *_ = replay(collected(model))
     assert (log_prob - old_log_prob).abs().max().item() < 1e-5
@@ -210,14 +221,16 @@ def test_bad_algorithm_arguments():
         NCDPO(DiffusionActorCriticPolicy.__mro__[1], "Pendulum-v1")  # SB3's ActorCriticPolicy
     with pytest.raises(ValueError, match="batch_size must be > 1 when normalize_advantage=True"):
         NCDPO("MlpPolicy", "Pendulum-v1", batch_size=1)
-    with pytest.raises(ValueError, match=r"batch_size=64 is larger than the rollout buffer \(n_steps \* n_envs = 32 \* 1 = 32\)"):
+    with pytest.raises(
+        ValueError, match=r"batch_size=64 is larger than the rollout buffer \(n_steps \* n_envs = 32 \* 1 = 32\)"
+    ):
         NCDPO("MlpPolicy", "Pendulum-v1", n_steps=32, batch_size=64)
     with pytest.raises(ValueError, match="clip_range_vf must be > 0"):
         NCDPO("MlpPolicy", "Pendulum-v1", n_steps=32, batch_size=32, clip_range_vf=0.0)
 
 
 def test_unsupported_action_spaces():
-    with pytest.raises(AssertionError, match="only supports .*Box.* as action spaces but Discrete"):
+    with pytest.raises(AssertionError, match=r"only supports .*Box.* as action spaces but Discrete"):
         NCDPO("MlpPolicy", "CartPole-v1")
 
     class Unbounded(CountingEnv):

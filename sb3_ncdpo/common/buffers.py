@@ -52,10 +52,10 @@ class _NoiseStorage:
 
     def _get_samples(self, batch_inds: np.ndarray, env: VecNormalize | None = None) -> Any:
         samples = super()._get_samples(batch_inds, env=env)  # type: ignore[misc]
-        return self.samples_class(*samples, noises=self.to_torch(self.noises[batch_inds]))
+        return self.samples_class(**samples._asdict(), noises=self.to_torch(self.noises[batch_inds]))
 
 
-class NoiseRolloutBuffer(_NoiseStorage, RolloutBuffer):
+class NoiseRolloutBuffer(_NoiseStorage, RolloutBuffer):  # type: ignore[misc]
     """
     SB3's ``RolloutBuffer`` plus the noise of each transition; samples are :class:`NoiseRolloutBufferSamples`.
 
@@ -86,7 +86,7 @@ class NoiseRolloutBuffer(_NoiseStorage, RolloutBuffer):
         super().__init__(buffer_size, observation_space, action_space, device, gae_lambda, gamma, n_envs=n_envs)
 
 
-class NoiseDictRolloutBuffer(_NoiseStorage, DictRolloutBuffer):
+class NoiseDictRolloutBuffer(_NoiseStorage, DictRolloutBuffer):  # type: ignore[misc]
     """
     SB3's ``DictRolloutBuffer`` plus the noise of each transition; samples are :class:`NoiseDictRolloutBufferSamples`.
 

@@ -1,5 +1,6 @@
 """Epsilon-prediction network of the diffusion policy: an MLP over (noisy action, time embedding, condition)."""
 
+import itertools
 import math
 
 import torch as th
@@ -91,7 +92,7 @@ class DenoiserMLP(nn.Module):
             layers.append(activation_fn())
         else:
             layers.append(activation_fn())
-            for size_in, size_out in zip(hidden_sizes[:-1], hidden_sizes[1:], strict=True):
+            for size_in, size_out in itertools.pairwise(hidden_sizes):
                 layers += [nn.Linear(size_in, size_out), activation_fn()]
         self.body = nn.Sequential(*layers)
         self.output = nn.Linear(hidden_sizes[-1], action_dim)

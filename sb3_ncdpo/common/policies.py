@@ -11,6 +11,7 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.distributions import DiagGaussianDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.preprocessing import get_action_dim
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
@@ -179,7 +180,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
     @property
     def action_dim(self) -> int:
         """Size of the (flattened) action vector that the chain denoises."""
-        return int(np.prod(self.action_space.shape))
+        return get_action_dim(self.action_space)
 
     @property
     def noise_shape(self) -> tuple[int, int]:
@@ -282,7 +283,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         return self.sample_noise(batch_size)
 
     def forward_with_noise(
-        self, obs: th.Tensor, deterministic: bool = False
+        self, obs: PyTorchObs, deterministic: bool = False
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
         """
         Forward pass in actor and critic that also returns the noise the actions were made with.
@@ -359,8 +360,9 @@ class CnnDiffusionPolicy(DiffusionActorCriticPolicy):
     Same parameters as :class:`DiffusionActorCriticPolicy`.
     """
 
-    def __init__(self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN, **kwargs: Any):
-        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("features_extractor_class", NatureCNN)
+        super().__init__(*args, **kwargs)
 
 
 class MultiInputDiffusionPolicy(DiffusionActorCriticPolicy):
@@ -369,7 +371,6 @@ class MultiInputDiffusionPolicy(DiffusionActorCriticPolicy):
     Same parameters as :class:`DiffusionActorCriticPolicy`.
     """
 
-    def __init__(
-        self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor, **kwargs: Any
-    ):
-        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("features_extractor_class", CombinedExtractor)
+        super().__init__(*args, **kwargs)

@@ -90,7 +90,7 @@ class NCDPO(OnPolicyAlgorithm):
         gamma: float = 0.99,
         gae_lambda: float = 0.95,
         clip_range: float | Schedule = 0.2,
-        clip_range_vf: None | float | Schedule = None,
+        clip_range_vf: float | Schedule | None = None,
         normalize_advantage: bool = True,
         ent_coef: float = 0.0,
         vf_coef: float = 0.5,
@@ -183,7 +183,7 @@ class NCDPO(OnPolicyAlgorithm):
         if self.rollout_buffer_class is None:
             is_dict = isinstance(self.observation_space, spaces.Dict)
             self.rollout_buffer_class = NoiseDictRolloutBuffer if is_dict else NoiseRolloutBuffer
-        self.rollout_buffer = self.rollout_buffer_class(  # type: ignore[assignment]
+        self.rollout_buffer = self.rollout_buffer_class(  # type: ignore[assignment, call-arg]
             self.n_steps,
             self.observation_space,  # type: ignore[arg-type]
             self.action_space,
@@ -233,8 +233,8 @@ class NCDPO(OnPolicyAlgorithm):
             with th.no_grad():
                 # Convert to pytorch tensor or to TensorDict
                 obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
-                actions, values, log_probs, noises = self.policy.forward_with_noise(obs_tensor)
-            actions = actions.cpu().numpy()
+                actions_tensor, values, log_probs, noises = self.policy.forward_with_noise(obs_tensor)
+            actions = actions_tensor.cpu().numpy()
 
             # The policy acts in [-1, 1]: clip the Gaussian sample, then map it to the Box bounds
             clipped_actions = self.policy.unscale_action(np.clip(actions, -1.0, 1.0))

@@ -1,0 +1,143 @@
+"""
+NCDPO vs SB3 PPO at equal budgets: final evaluation return and env-steps/s, several seeds, side by side in one run.
+
+Hyperparameters come from the repository's ``hyperparams/<algo>.yml`` (rl-zoo3 format). Each (algo, env, seed) runs in
+its own process with torch pinned to one thread; the final policy is evaluated deterministically on a separate env
+(VecNormalize statistics copied, reward not normalised).
+
+Example::
+
+    python benchmarks/ncdpo_vs_ppo.py --env Pendulum-v1 InvertedPendulum-v5 --seeds 0 1 2 --timesteps 100000 --n-jobs 2
+
+Writes ``<out>/runs.csv`` (one row per run) and ``<out>/summary.md``; prints the summary table.
+"""
+
+import argparse
+import csv
+import os
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+HYPERPARAMS = Path(__file__).resolve().parent.parent / "hyperparams"
+FIELDS = ["algo", "env", "seed", "timesteps", "eval_mean", "eval_std", "train_seconds", "fps"]
+
+
+def load_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
+    with open(HYPERPARAMS / f"{algo}.yml") as file:
+        table = yaml.safe_load(file)
+    if env_id not in table:
+        raise ValueError(f"no entry for {env_id!r} in {HYPERPARAMS / (algo + '.yml')}: add one (known: {sorted(table)})")
+    return dict(table[env_id])
+
+
+def run_one(algo: str, env_id: str, seed: int, timesteps: int, n_eval_episodes: int) -> dict[str, Any]:
+    import torch as th
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import VecNormalize
+    from torch import nn
+
+    from sb3_ncdpo import NCDPO
+
+    th.set_num_threads(1)
+    hyperparams = load_hyperparams(algo, env_id)
+    n_envs = hyperparams.pop("n_envs", 1)
+    normalize = hyperparams.pop("normalize", False)
+    hyperparams.pop("n_timesteps", None)
+    policy = hyperparams.pop("policy")
+    if isinstance(hyperparams.get("policy_kwargs"), str):
+        hyperparams["policy_kwargs"] = eval(hyperparams["policy_kwargs"], {"dict": dict, "nn": nn, "th": th})
+
+    env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+    eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000)
+    if normalize:
+        env = VecNormalize(env, gamma=hyperparams.get("gamma", 0.99))
+        eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
+    model_class = {"ncdpo": NCDPO, "ppo": PPO}[algo]
+    model = model_class(policy, env, seed=seed, device="cpu", **hyperparams)
+    start = time.perf_counter()
+    model.learn(timesteps)
+    seconds = time.perf_counter() - start
+    if normalize:
+        eval_env.obs_rms = env.obs_rms  # type: ignore[attr-defined]
+    mean, std = evaluate_policy(model, eval_env, n_eval_episodes=n_eval_episodes, deterministic=True)
+    return dict(
+        algo=algo,
+        env=env_id,
+        seed=seed,
+        timesteps=model.num_timesteps,
+        eval_mean=float(mean),
+        eval_std=float(std),
+        train_seconds=round(seconds, 1),
+        fps=round(model.num_timesteps / seconds, 1),
+    )
+
+
+def summarise(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| env | algo | seeds | final return: median [min, max] | mean ± std over seeds | fps (median) | fps / PPO |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for env_id in sorted({r["env"] for r in rows}):
+        fps_by_algo = {}
+        for algo in ("ncdpo", "ppo"):
+            runs = [r for r in rows if r["env"] == env_id and r["algo"] == algo]
+            if runs:
+                fps_by_algo[algo] = statistics.median(r["fps"] for r in runs)
+        for algo in ("ncdpo", "ppo"):
+            runs = [r for r in rows if r["env"] == env_id and r["algo"] == algo]
+            if not runs:
+                continue
+            returns = [r["eval_mean"] for r in runs]
+            fps = fps_by_algo[algo]
+            ratio = f"{fps / fps_by_algo['ppo']:.2f}" if "ppo" in fps_by_algo else "n/a"
+            spread = f"{statistics.median(returns):.1f} [{min(returns):.1f}, {max(returns):.1f}]"
+            lines.append(
+                f"| {env_id} | {algo} | {len(runs)} | {spread} | {np.mean(returns):.1f} ± {np.std(returns):.1f} "
+                f"| {fps:.0f} | {ratio} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", nargs="+", default=["Pendulum-v1"], help="env ids (entries of hyperparams/*.yml)")
+    parser.add_argument("--algos", nargs="+", default=["ncdpo", "ppo"], choices=["ncdpo", "ppo"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--timesteps", type=int, default=100_000)
+    parser.add_argument("--n-eval-episodes", type=int, default=10)
+    parser.add_argument("--n-jobs", type=int, default=1, help="runs in parallel processes (one torch thread each)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/ncdpo_vs_ppo"))
+    args = parser.parse_args()
+    for algo in args.algos:  # fail on a missing entry before anything runs
+        for env_id in args.env:
+            load_hyperparams(algo, env_id)
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    jobs = [(algo, env_id, seed) for env_id in args.env for seed in args.seeds for algo in args.algos]
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with ProcessPoolExecutor(max_workers=args.n_jobs) as pool:
+        futures = [pool.submit(run_one, a, e, s, args.timesteps, args.n_eval_episodes) for a, e, s in jobs]
+        for future in futures:
+            row = future.result()
+            rows.append(row)
+            print(", ".join(f"{k}={row[k]}" for k in FIELDS), flush=True)
+    with open(args.out / "runs.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    table = summarise(rows)
+    (args.out / "summary.md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
