@@ -252,3 +252,37 @@ def test_cuda_invariant():
     model = collected(NCDPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, policy_kwargs=SMALL, device="cuda"))
     log_prob, old_log_prob, *_ = replay(model)
     assert (log_prob - old_log_prob).abs().max().item() < 1e-5
+
+
+def test_constructor_parameters_carry_every_argument():
+    """A saved policy is rebuilt from _get_constructor_parameters: it must hold every argument, with its value."""
+    import inspect
+
+    kwargs = dict(
+        n_denoising_steps=4,
+        sampler="ddim",
+        ddim_eta=0.3,
+        noise_schedule="linear",
+        x0_clip=2.0,
+        noise_clip=3.0,
+        min_step_std=0.05,
+        denoiser_hidden_sizes=[8, 8, 8],
+        denoiser_activation_fn=th.nn.ReLU,
+        time_embed_dim=8,
+        residual=True,
+        fixed_std=0.3,
+        min_std=0.01,
+        log_std_init=-1.0,
+        share_features_extractor=False,
+        normalize_images=False,
+        net_arch=dict(pi=[4], vf=[6]),
+    )
+    policy = DiffusionActorCriticPolicy(spaces.Box(-1, 1, (3,)), spaces.Box(-2, 2, (2,)), lambda _: 1e-3, **kwargs)
+    data = policy._get_constructor_parameters()
+    expected = set(inspect.signature(DiffusionActorCriticPolicy.__init__).parameters) - {"self", "lr_schedule"}
+    assert expected <= set(data)
+    for name, value in kwargs.items():
+        assert data[name] == value, name
+    rebuilt = DiffusionActorCriticPolicy(**data)
+    assert rebuilt.chain.config == policy.chain.config
+    assert rebuilt.final_std().tolist() == pytest.approx([0.3, 0.3])

@@ -357,3 +357,6 @@ def test_load_ppo_file_raises(tmp_path):
         NCDPO.load(tmp_path / "ppo.zip")
     with pytest.raises(ValueError, match="not saved by NCDPO"):
         NCDPO.load(tmp_path / "ppo.zip", env=DummyVecEnv([BoxEnv]))
+    ppo.policy.save(tmp_path / "ppo_policy.pt")
+    with pytest.raises(ValueError, match="is not a saved diffusion policy"):
+        DiffusionActorCriticPolicy.load(tmp_path / "ppo_policy.pt")

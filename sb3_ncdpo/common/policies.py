@@ -4,7 +4,7 @@ import math
 from collections.abc import Callable
 from dataclasses import fields
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch as th
@@ -14,12 +14,14 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.preprocessing import get_action_dim
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from stable_baselines3.common.utils import get_device
 from torch import nn
 
 from sb3_ncdpo.common.denoiser import DenoiserMLP, check_denoiser_sizes
 from sb3_ncdpo.common.diffusion import ChainConfig, NoiseConditionedChain
 
 _DEFAULTS = ChainConfig()
+SelfDiffusionPolicy = TypeVar("SelfDiffusionPolicy", bound="DiffusionActorCriticPolicy")
 DEFAULT_MIN_STD = 1e-3
 
 
@@ -64,9 +66,10 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
     rollout buffer is the unclipped normalised sample.
 
     ``net_arch``, ``activation_fn``, ``ortho_init``, the features extractor and the optimizer mean what they mean for
-    SB3's ``ActorCriticPolicy``: ``net_arch["pi"]`` builds the layers between the features and the denoiser's
-    conditioning input (empty by default: the denoiser sees the features), ``net_arch["vf"]`` the critic. Orthogonal
-    initialisation applies to the features extractor, those layers and the value head, not to the denoiser.
+    SB3's ``ActorCriticPolicy`` (same defaults): ``net_arch["pi"]`` builds the observation encoder whose output
+    conditions the denoiser (computed once per action, shared by the K steps; ``pi=[]`` feeds the features directly),
+    ``net_arch["vf"]`` the critic. Orthogonal initialisation applies to the features extractor, those layers and the
+    value head, not to the denoiser.
 
     :param observation_space: Observation space
     :param action_space: Action space (a bounded ``Box``)
@@ -176,6 +179,24 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         # The policy outputs actions in [-1, 1]; declaring them squashed makes SB3's predict() map them to the Box
         # bounds (unscale_action) instead of clipping them to the bounds.
         self._squash_output = True
+
+    @classmethod
+    def load(cls: type[SelfDiffusionPolicy], path: str, device: th.device | str = "auto") -> SelfDiffusionPolicy:  # type: ignore[override]
+        """
+        Load a policy saved with ``policy.save(path)``.
+
+        :param path: File path or file-like object
+        :param device: Device on which the policy should be loaded
+        :return: The policy, rebuilt with the diffusion settings it was saved with
+        """
+        device = get_device(device)
+        saved_variables = th.load(path, map_location=device, weights_only=False)
+        if "n_denoising_steps" not in saved_variables["data"]:
+            raise ValueError(f"{path} is not a saved diffusion policy: it has no n_denoising_steps (was it saved by PPO?)")
+        model = cls(**saved_variables["data"])
+        model.load_state_dict(saved_variables["state_dict"])
+        model.to(device)
+        return model
 
     @property
     def action_dim(self) -> int:
