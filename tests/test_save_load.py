@@ -7,15 +7,14 @@ import io
 import pathlib
 from copy import deepcopy
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
-from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from torch import nn
+from toy_envs import BoxEnv
 
 from sb3_ncdpo import NCDPO, DiffusionActorCriticPolicy
 from sb3_ncdpo.common.diffusion import ChainConfig
@@ -37,31 +36,6 @@ DIFFUSION_KWARGS = dict(
     denoiser_hidden_sizes=[16, 16],
     net_arch=[16],
 )
-
-
-class BoxEnv(gym.Env):
-    """Tiny continuous env: random observations, reward -|a|^2 / 10, episodes of ``ep_len`` steps."""
-
-    def __init__(self, obs_dim: int = 3, low=(-3.0, 0.0), high=(1.0, 5.0), ep_len: int = 10):
-        super().__init__()
-        self.observation_space = spaces.Box(-1.0, 1.0, (obs_dim,), dtype=np.float32)
-        self.action_space = spaces.Box(np.array(low, dtype=np.float32), np.array(high, dtype=np.float32), dtype=np.float32)
-        self.ep_len = ep_len
-        self._t = 0
-
-    def _obs(self) -> np.ndarray:
-        return self.np_random.uniform(-1.0, 1.0, self.observation_space.shape).astype(np.float32)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self._t = 0
-        return self._obs(), {}
-
-    def step(self, action):
-        assert self.action_space.contains(action), f"action out of the Box: {action}"
-        self._t += 1
-        reward = -float(np.sum(np.square(action))) / 10.0
-        return self._obs(), reward, self._t >= self.ep_len, False, {}
 
 
 def make_model(env=None, seed: int = 0, device: str = "cpu", **policy_kwargs) -> NCDPO:

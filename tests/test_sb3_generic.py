@@ -6,7 +6,6 @@ test_train_eval_mode.py, test_tensorboard.py and test_custom_policy.py.
 
 import os
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
@@ -26,6 +25,7 @@ from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
+from toy_envs import HIGH, LOW, BoxEnv, DictBoxEnv, reward_of
 
 from sb3_ncdpo import NCDPO
 
@@ -34,57 +34,6 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not th.cuda.is_a
 N_STEPS = 16
 ALGO_KWARGS = dict(n_steps=N_STEPS, batch_size=16, n_epochs=1)
 POLICY_KWARGS = dict(n_denoising_steps=2, denoiser_hidden_sizes=[16, 16], net_arch=[16])
-LOW, HIGH = np.array([-3.0, 0.0]), np.array([1.0, 5.0])
-
-
-class BoxEnv(gym.Env):
-    """
-    Tiny continuous env with asymmetric action bounds: random observations, reward ``-|a|^2 / 10``, episodes of
-    ``ep_len`` steps (terminated, not truncated). ``step`` asserts that the action lies in the Box.
-    """
-
-    def __init__(self, obs_dtype=np.float32, action_dtype=np.float32, obs_dim: int = 3, action_shape=None, ep_len: int = 10):
-        super().__init__()
-        self.observation_space = spaces.Box(-1.0, 1.0, (obs_dim,), dtype=obs_dtype)
-        low, high = LOW, HIGH
-        if action_shape is not None:
-            low, high = np.full(action_shape, -2.0), np.full(action_shape, 2.0)
-        self.action_space = spaces.Box(low.astype(action_dtype), high.astype(action_dtype), dtype=action_dtype)
-        self.ep_len = ep_len
-        self._t = 0
-
-    def _obs(self) -> np.ndarray:
-        return self.np_random.uniform(-1.0, 1.0, self.observation_space.shape).astype(self.observation_space.dtype)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self._t = 0
-        return self._obs(), {}
-
-    def step(self, action):
-        assert self.action_space.contains(action), f"action not in {self.action_space}: {action!r}"
-        self._t += 1
-        return self._obs(), reward_of(action), self._t >= self.ep_len, False, {}
-
-
-def reward_of(action: np.ndarray) -> float:
-    return -float(np.sum(np.square(action))) / 10.0
-
-
-class DictBoxEnv(BoxEnv):
-    """BoxEnv with a Dict observation of two float64 Boxes."""
-
-    def __init__(self, **kwargs):
-        super().__init__(obs_dtype=np.float64, action_dtype=np.float64, **kwargs)
-        self.observation_space = spaces.Dict(
-            {
-                "a": spaces.Box(-1.0, 1.0, (3,), dtype=np.float64),
-                "b": spaces.Box(-1.0, 1.0, (2,), dtype=np.float64),
-            }
-        )
-
-    def _obs(self):
-        return {key: space.sample() for key, space in self.observation_space.spaces.items()}
 
 
 def make_model(env=None, policy_kwargs=None, **kwargs) -> NCDPO:

@@ -30,17 +30,63 @@ class TargetEnv(gym.Env):
         return self._obs, reward, True, False, {}
 
 
-class AsymmetricBoxEnv(gym.Env):
-    """Two-dimensional Box action with asymmetric bounds; reward favours the upper corner."""
+LOW, HIGH = np.array([-3.0, 0.0]), np.array([1.0, 5.0])
 
-    def __init__(self, dtype: type = np.float32) -> None:
-        self.observation_space = spaces.Box(-1.0, 1.0, (3,), dtype)
-        self.action_space = spaces.Box(np.array([-3.0, 0.0]), np.array([1.0, 5.0]), dtype=dtype)
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
+class BoxEnv(gym.Env):
+    """
+    Tiny continuous env with asymmetric action bounds: random observations, reward ``-|a|^2 / 10``, episodes of
+    ``ep_len`` steps (terminated, not truncated). ``step`` asserts that the action lies in the Box.
+    """
+
+    def __init__(
+        self,
+        obs_dtype=np.float32,
+        action_dtype=np.float32,
+        obs_dim: int = 3,
+        action_shape=None,
+        ep_len: int = 10,
+        low=LOW,
+        high=HIGH,
+    ):
+        super().__init__()
+        self.observation_space = spaces.Box(-1.0, 1.0, (obs_dim,), dtype=obs_dtype)
+        low, high = np.asarray(low), np.asarray(high)
+        if action_shape is not None:
+            low, high = np.full(action_shape, -2.0), np.full(action_shape, 2.0)
+        self.action_space = spaces.Box(low.astype(action_dtype), high.astype(action_dtype), dtype=action_dtype)
+        self.ep_len = ep_len
+        self._t = 0
+
+    def _obs(self) -> np.ndarray:
+        return self.np_random.uniform(-1.0, 1.0, self.observation_space.shape).astype(self.observation_space.dtype)
+
+    def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
-        return self.observation_space.sample(), {}
+        self._t = 0
+        return self._obs(), {}
 
     def step(self, action):
-        assert self.action_space.contains(np.asarray(action, dtype=self.action_space.dtype)), action
-        return self.observation_space.sample(), float(np.sum(action)), False, False, {}
+        assert self.action_space.contains(action), f"action not in {self.action_space}: {action!r}"
+        self._t += 1
+        return self._obs(), reward_of(action), self._t >= self.ep_len, False, {}
+
+
+def reward_of(action: np.ndarray) -> float:
+    return -float(np.sum(np.square(action))) / 10.0
+
+
+class DictBoxEnv(BoxEnv):
+    """BoxEnv with a Dict observation of two float64 Boxes."""
+
+    def __init__(self, **kwargs):
+        super().__init__(obs_dtype=np.float64, action_dtype=np.float64, **kwargs)
+        self.observation_space = spaces.Dict(
+            {
+                "a": spaces.Box(-1.0, 1.0, (3,), dtype=np.float64),
+                "b": spaces.Box(-1.0, 1.0, (2,), dtype=np.float64),
+            }
+        )
+
+    def _obs(self):
+        return {key: space.sample() for key, space in self.observation_space.spaces.items()}

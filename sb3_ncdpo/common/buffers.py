@@ -16,6 +16,15 @@ class _NoiseStorage:
     """
     Adds a ``noises`` array of shape ``(n_steps, n_envs, *noise_shape)`` to an SB3 rollout buffer, following the
     pattern of sb3-contrib's ``MaskableRolloutBuffer``. Mixed in before ``RolloutBuffer`` / ``DictRolloutBuffer``.
+
+    :param buffer_size: Max number of element in the buffer
+    :param observation_space: Observation space
+    :param action_space: Action space
+    :param device: PyTorch device
+    :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator
+    :param gamma: Discount factor
+    :param n_envs: Number of parallel environments
+    :param noise_shape: Shape of the noise of one transition, ``(K, noise_dim)``
     """
 
     noises: np.ndarray
@@ -28,6 +37,20 @@ class _NoiseStorage:
     generator_ready: bool
     swap_and_flatten: Any
     to_torch: Any
+
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        device: th.device | str = "auto",
+        gae_lambda: float = 1,
+        gamma: float = 0.99,
+        n_envs: int = 1,
+        noise_shape: tuple[int, ...] = (1, 1),
+    ) -> None:
+        self.noise_shape = tuple(noise_shape)
+        super().__init__(buffer_size, observation_space, action_space, device, gae_lambda, gamma, n_envs=n_envs)  # type: ignore[call-arg]
 
     def reset(self) -> None:
         self.noises = np.zeros((self.buffer_size, self.n_envs, *self.noise_shape), dtype=np.float32)
@@ -58,60 +81,16 @@ class _NoiseStorage:
 class NoiseRolloutBuffer(_NoiseStorage, RolloutBuffer):  # type: ignore[misc]
     """
     SB3's ``RolloutBuffer`` plus the noise of each transition; samples are :class:`NoiseRolloutBufferSamples`.
-
-    :param buffer_size: Max number of element in the buffer
-    :param observation_space: Observation space
-    :param action_space: Action space
-    :param device: PyTorch device
-    :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator
-    :param gamma: Discount factor
-    :param n_envs: Number of parallel environments
-    :param noise_shape: Shape of the noise of one transition, ``(K, noise_dim)``
+    Takes SB3's arguments plus ``noise_shape``, the shape of the noise of one transition ``(K, noise_dim)``.
     """
 
     samples_class = NoiseRolloutBufferSamples
-
-    def __init__(
-        self,
-        buffer_size: int,
-        observation_space: spaces.Space,
-        action_space: spaces.Space,
-        device: th.device | str = "auto",
-        gae_lambda: float = 1,
-        gamma: float = 0.99,
-        n_envs: int = 1,
-        noise_shape: tuple[int, ...] = (1, 1),
-    ) -> None:
-        self.noise_shape = tuple(noise_shape)
-        super().__init__(buffer_size, observation_space, action_space, device, gae_lambda, gamma, n_envs=n_envs)
 
 
 class NoiseDictRolloutBuffer(_NoiseStorage, DictRolloutBuffer):  # type: ignore[misc]
     """
     SB3's ``DictRolloutBuffer`` plus the noise of each transition; samples are :class:`NoiseDictRolloutBufferSamples`.
-
-    :param buffer_size: Max number of element in the buffer
-    :param observation_space: Observation space (a ``Dict``)
-    :param action_space: Action space
-    :param device: PyTorch device
-    :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator
-    :param gamma: Discount factor
-    :param n_envs: Number of parallel environments
-    :param noise_shape: Shape of the noise of one transition, ``(K, noise_dim)``
+    Takes SB3's arguments plus ``noise_shape``, the shape of the noise of one transition ``(K, noise_dim)``.
     """
 
     samples_class = NoiseDictRolloutBufferSamples
-
-    def __init__(
-        self,
-        buffer_size: int,
-        observation_space: spaces.Dict,
-        action_space: spaces.Space,
-        device: th.device | str = "auto",
-        gae_lambda: float = 1,
-        gamma: float = 0.99,
-        n_envs: int = 1,
-        noise_shape: tuple[int, ...] = (1, 1),
-    ) -> None:
-        self.noise_shape = tuple(noise_shape)
-        super().__init__(buffer_size, observation_space, action_space, device, gae_lambda, gamma, n_envs=n_envs)
