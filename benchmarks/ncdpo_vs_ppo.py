@@ -9,7 +9,8 @@ Example::
 
     python benchmarks/ncdpo_vs_ppo.py --env Pendulum-v1 InvertedPendulum-v5 --seeds 0 1 2 --timesteps 100000 --n-jobs 2
 
-Writes ``<out>/runs.csv`` (one row per run) and ``<out>/summary.md``; prints the summary table.
+Writes ``<out>/runs.csv`` (one row per run) and ``<out>/summary.md``; prints the summary table. Rows already in
+``<out>/runs.csv`` for other (algo, env, seed) triples are kept, so a part of the table can be re-run alone.
 """
 
 import argparse
@@ -36,11 +37,21 @@ def load_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
     return dict(table[env_id])
 
 
-def run_one(algo: str, env_id: str, seed: int, timesteps: int, n_eval_episodes: int) -> dict[str, Any]:
+def make_model(
+    algo: str,
+    env_id: str,
+    seed: int,
+    policy_kwargs: dict[str, Any] | None = None,
+    algo_kwargs: dict[str, Any] | None = None,
+) -> tuple[Any, Any]:
+    """
+    Build a model with the packaged hyperparameters (plus overrides) and its evaluation env.
+
+    :return: (model, eval_env); call ``sync_eval_env(model, eval_env)`` before evaluating
+    """
     import torch as th
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.vec_env import VecNormalize
     from torch import nn
 
@@ -54,6 +65,8 @@ def run_one(algo: str, env_id: str, seed: int, timesteps: int, n_eval_episodes: 
     policy = hyperparams.pop("policy")
     if isinstance(hyperparams.get("policy_kwargs"), str):
         hyperparams["policy_kwargs"] = eval(hyperparams["policy_kwargs"], {"dict": dict, "nn": nn, "th": th})
+    hyperparams["policy_kwargs"] = {**hyperparams.get("policy_kwargs", {}), **(policy_kwargs or {})}
+    hyperparams.update(algo_kwargs or {})
 
     env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
     eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000)
@@ -61,12 +74,23 @@ def run_one(algo: str, env_id: str, seed: int, timesteps: int, n_eval_episodes: 
         env = VecNormalize(env, gamma=hyperparams.get("gamma", 0.99))
         eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
     model_class = {"ncdpo": NCDPO, "ppo": PPO}[algo]
-    model = model_class(policy, env, seed=seed, device="cpu", **hyperparams)
+    return model_class(policy, env, seed=seed, device="cpu", **hyperparams), eval_env
+
+
+def sync_eval_env(model: Any, eval_env: Any) -> None:
+    """Copy the training env's observation normalisation (if any) to the evaluation env."""
+    if hasattr(eval_env, "obs_rms"):
+        eval_env.obs_rms = model.get_env().obs_rms
+
+
+def run_one(algo: str, env_id: str, seed: int, timesteps: int, n_eval_episodes: int) -> dict[str, Any]:
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    model, eval_env = make_model(algo, env_id, seed)
     start = time.perf_counter()
     model.learn(timesteps)
     seconds = time.perf_counter() - start
-    if normalize:
-        eval_env.obs_rms = env.obs_rms  # type: ignore[attr-defined]
+    sync_eval_env(model, eval_env)
     mean, std = evaluate_policy(model, eval_env, n_eval_episodes=n_eval_episodes, deterministic=True)
     return dict(
         algo=algo,
@@ -130,6 +154,14 @@ def main() -> None:
             row = future.result()
             rows.append(row)
             print(", ".join(f"{k}={row[k]}" for k in FIELDS), flush=True)
+    kept = []
+    if (args.out / "runs.csv").exists():
+        with open(args.out / "runs.csv", newline="") as file:
+            rerun = set(jobs)
+            for row in csv.DictReader(file):
+                if (row["algo"], row["env"], int(row["seed"])) not in rerun:
+                    kept.append({k: (v if k in ("algo", "env") else float(v)) for k, v in row.items()})
+    rows = kept + rows
     with open(args.out / "runs.csv", "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=FIELDS)
         writer.writeheader()

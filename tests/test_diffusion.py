@@ -96,6 +96,10 @@ def test_x0_clip_and_noise_clip():
     chain = make_chain(n_denoising_steps=3, x0_clip=0.5, noise_clip=1.5)
     x0 = chain.predict_x0(th.full((4, 2), 10.0), th.zeros(4, 2), 2)
     assert th.all(x0 == 0.5)
+    # The final step (its output is the action mean) is clipped too, unless x0_clip_final=False
+    assert th.all(chain.predict_x0(th.full((4, 2), 10.0), th.zeros(4, 2), 1) == 0.5)
+    free = make_chain(n_denoising_steps=3, x0_clip=0.5, x0_clip_final=False)
+    assert th.all(free.predict_x0(th.full((4, 2), 10.0), th.zeros(4, 2), 1) > 9.0)
     noise = chain.sample_noise(5000, 2, generator=th.Generator().manual_seed(0))
     assert noise.shape == (5000, 3, 2)
     assert noise.abs().max().item() == pytest.approx(1.5)  # some draws were clipped, none exceed the clip
@@ -198,9 +202,20 @@ def test_noise_shape_is_checked():
         (dict(ddim_eta=-0.1), r"ddim_eta must be a float in \[0, 1\]"),
         (dict(x0_clip=0.0), "x0_clip must be a float > 0 or None"),
         (dict(noise_clip=-1.0), "noise_clip must be a float > 0 or None"),
+        (dict(x0_clip_final="yes"), "x0_clip_final must be a bool"),
         (dict(min_step_std=-0.1), "min_step_std must be a float >= 0"),
     ],
 )
 def test_bad_chain_config(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ChainConfig(**kwargs)
+
+
+@pytest.mark.parametrize("x0_clip", [None, 1.0])
+def test_ddim_eta_one_is_the_ddpm_chain(x0_clip):
+    """DDIM with eta = 1 has DDPM's posterior mean and std: the same noise gives the same chain."""
+    ddim = make_chain(n_denoising_steps=6, sampler="ddim", ddim_eta=1.0, x0_clip=x0_clip)
+    ddpm = make_chain(n_denoising_steps=6, sampler="ddpm", x0_clip=x0_clip)
+    eps_model = linear_eps_model(th.randn(3, 3, dtype=th.float64))
+    noise = th.randn(16, 6, 3, dtype=th.float64)
+    th.testing.assert_close(ddim.final_mean(eps_model, noise), ddpm.final_mean(eps_model, noise), rtol=1e-9, atol=1e-9)

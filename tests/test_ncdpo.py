@@ -264,6 +264,7 @@ def test_constructor_parameters_carry_every_argument():
         ddim_eta=0.3,
         noise_schedule="linear",
         x0_clip=2.0,
+        x0_clip_final=False,
         noise_clip=3.0,
         min_step_std=0.05,
         denoiser_hidden_sizes=[8, 8, 8],

@@ -85,7 +85,11 @@ class ChainConfig:
     :param sampler: ``"ddpm"`` (ancestral sampling with the posterior variance) or ``"ddim"``
     :param ddim_eta: DDIM stochasticity in [0, 1]: 0 is the deterministic DDIM, 1 gives the DDPM posterior std
     :param noise_schedule: ``"cosine"`` or ``"linear"``
-    :param x0_clip: The predicted clean action is clipped to ``[-x0_clip, x0_clip]`` (``None``: no clipping)
+    :param x0_clip: The predicted clean action of the steps ``k >= 2`` is clipped to ``[-x0_clip, x0_clip]``
+        (``None``: no clipping)
+    :param x0_clip_final: Also clip it at the final step ``k = 1``, whose output is the mean of the final
+        distribution (DPPO's convention, the default). Without it the mean always receives gradient (a clipped mean
+        gets none, wherever it is clipped for every noise), at the price of an action mean that can leave the bounds
     :param noise_clip: The sampled normal draws are clipped to ``[-noise_clip, noise_clip]`` (``None``: no clipping)
     :param min_step_std: Floor of the std of the intermediate steps ``k >= 2`` (0: no floor)
     """
@@ -95,6 +99,7 @@ class ChainConfig:
     ddim_eta: float = 0.0
     noise_schedule: str = "cosine"
     x0_clip: float | None = 1.0
+    x0_clip_final: bool = True
     noise_clip: float | None = None
     min_step_std: float = 0.0
 
@@ -107,6 +112,8 @@ class ChainConfig:
             raise ValueError(f"noise_schedule must be one of {NOISE_SCHEDULES}, got {self.noise_schedule!r}")
         if not isinstance(self.ddim_eta, (int, float)) or not 0.0 <= self.ddim_eta <= 1.0:
             raise ValueError(f"ddim_eta must be a float in [0, 1], got {self.ddim_eta!r}")
+        if not isinstance(self.x0_clip_final, bool):
+            raise ValueError(f"x0_clip_final must be a bool, got {self.x0_clip_final!r}")
         for name in ("x0_clip", "noise_clip"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, float)) or value <= 0):
@@ -202,12 +209,16 @@ class NoiseConditionedChain:
         :param x_k: Noisy sample at step ``k``
         :param eps: Predicted noise
         :param k: Denoising step in ``1..K``
-        :return: The predicted clean sample, clipped to ``x0_clip`` if set
+        :return: The predicted clean sample, clipped to ``x0_clip`` if set (at ``k = 1`` only with ``x0_clip_final``)
         """
         x0 = (x_k - self._sqrt_one_minus_abar[k - 1] * eps) / self._sqrt_abar[k - 1]
-        if self.config.x0_clip is not None:
-            x0 = x0.clamp(-self.config.x0_clip, self.config.x0_clip)
+        clip = self.config.x0_clip
+        if clip is not None and self._clips(k):
+            x0 = x0.clamp(-clip, clip)
         return x0
+
+    def _clips(self, k: int) -> bool:
+        return self.config.x0_clip is not None and (k > 1 or self.config.x0_clip_final)
 
     def step_mean(self, x_k: th.Tensor, eps: th.Tensor, k: int) -> th.Tensor:
         """
@@ -221,7 +232,7 @@ class NoiseConditionedChain:
         x0 = self.predict_x0(x_k, eps, k)
         if self.config.sampler == "ddpm":
             return self._x0[k - 1] * x0 + self._xk[k - 1] * x_k
-        if self.config.x0_clip is not None:
+        if self._clips(k):
             # After clipping x0, the noise direction must be recomputed so that x0 and eps stay consistent.
             eps = (x_k - self._sqrt_abar[k - 1] * x0) / self._sqrt_one_minus_abar[k - 1]
         return self._x0[k - 1] * x0 + self._eps[k - 1] * eps

@@ -89,7 +89,9 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
     :param sampler: ``"ddpm"`` or ``"ddim"``
     :param ddim_eta: DDIM stochasticity in [0, 1] (only with ``sampler="ddim"``)
     :param noise_schedule: ``"cosine"`` or ``"linear"``
-    :param x0_clip: Clip of the predicted clean action (``None``: no clip)
+    :param x0_clip: Clip of the predicted clean action at the steps ``k >= 2`` (``None``: no clip)
+    :param x0_clip_final: Also clip it at the final step, whose output is the action mean (default). Off, the mean
+        always receives gradient but can leave the action bounds (measured no better: see the README)
     :param noise_clip: Clip of the sampled normal draws (``None``: no clip)
     :param min_step_std: Floor of the std of the intermediate denoising steps
     :param denoiser_hidden_sizes: Hidden layer sizes of the denoiser MLP
@@ -122,6 +124,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         ddim_eta: float = _DEFAULTS.ddim_eta,
         noise_schedule: str = _DEFAULTS.noise_schedule,
         x0_clip: float | None = _DEFAULTS.x0_clip,
+        x0_clip_final: bool = _DEFAULTS.x0_clip_final,
         noise_clip: float | None = _DEFAULTS.noise_clip,
         min_step_std: float = _DEFAULTS.min_step_std,
         denoiser_hidden_sizes: list[int] | tuple[int, ...] = (256, 256),
@@ -151,6 +154,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
                 ddim_eta=ddim_eta,
                 noise_schedule=noise_schedule,
                 x0_clip=x0_clip,
+                x0_clip_final=x0_clip_final,
                 noise_clip=noise_clip,
                 min_step_std=min_step_std,
             )
@@ -222,6 +226,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
                 ddim_eta=config.ddim_eta,
                 noise_schedule=config.noise_schedule,
                 x0_clip=config.x0_clip,
+                x0_clip_final=config.x0_clip_final,
                 noise_clip=config.noise_clip,
                 min_step_std=config.min_step_std,
                 denoiser_hidden_sizes=self.denoiser_hidden_sizes,
