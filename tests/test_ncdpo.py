@@ -31,20 +31,34 @@ def replay(model: NCDPO, noises_fn=None) -> tuple[th.Tensor, th.Tensor, th.Tenso
     return log_prob, batch.old_log_prob, values.flatten(), batch.old_values
 
 
-@pytest.mark.parametrize(
-    "policy_kwargs",
-    [
-        SMALL,
-        dict(SMALL, n_denoising_steps=1),
-        dict(SMALL, n_denoising_steps=10, sampler="ddim", ddim_eta=0.0),
-        dict(SMALL, n_denoising_steps=5, sampler="ddim", ddim_eta=1.0, noise_schedule="linear", noise_clip=2.0),
-        dict(SMALL, fixed_std=0.2, min_step_std=0.1, residual=True, denoiser_hidden_sizes=[32, 32, 32]),
-    ],
-)
+CHAINS = [
+    SMALL,
+    dict(SMALL, n_denoising_steps=1),
+    dict(SMALL, n_denoising_steps=10, sampler="ddim", ddim_eta=0.0),
+    dict(SMALL, n_denoising_steps=5, sampler="ddim", ddim_eta=1.0, noise_schedule="linear", noise_clip=2.0),
+    dict(SMALL, fixed_std=0.2, min_step_std=0.1, residual=True, denoiser_hidden_sizes=[32, 32, 32]),
+    dict(SMALL, x0_clip_final=False),
+    dict(SMALL, x0_clip=None),
+]
+
+
+@pytest.mark.parametrize("policy_kwargs", CHAINS)
+def test_learn_updates_the_denoiser(policy_kwargs):
+    model = NCDPO("MlpPolicy", "Pendulum-v1", n_steps=32, batch_size=16, n_epochs=1, policy_kwargs=policy_kwargs, seed=0)
+    before = [p.detach().clone() for p in model.policy.denoiser.parameters()]
+    model.learn(64)
+    assert all(not th.equal(b, p) for b, p in zip(before, model.policy.denoiser.parameters(), strict=True))
+    assert np.isfinite(model.logger.name_to_value["train/loss"])
+
+
+@pytest.mark.parametrize("policy_kwargs", CHAINS)
 def test_stored_noise_reproduces_old_log_prob(policy_kwargs):
     model = collected(NCDPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, policy_kwargs=policy_kwargs, seed=1))
     log_prob, old_log_prob, values, old_values = replay(model)
-    assert (log_prob - old_log_prob).abs().max().item() < 1e-5
+    # Rollout (batch n_envs) and replay (batch 64) round float32 differently; without the x0 clip the first step
+    # amplifies that by 1 / sqrt(alpha_bar_K) ~ 30 (measured 2e-5).
+    tolerance = 1e-4 if policy_kwargs.get("x0_clip", 1.0) is None else 1e-5
+    assert (log_prob - old_log_prob).abs().max().item() < tolerance
     assert (values - old_values).abs().max().item() < 1e-5
     # With fresh noise the conditional log-probability is a different number: the ratio needs the stored noise.
     fresh_log_prob, *_ = replay(model, lambda noises: th.randn_like(noises))

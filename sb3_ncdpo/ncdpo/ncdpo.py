@@ -307,15 +307,13 @@ class NCDPO(OnPolicyAlgorithm):
         pg_losses, value_losses = [], []
         clip_fractions = []
         grad_norms = []
-        # Squared norm of d(loss)/d(eps prediction) at the first (k = K) and last (k = 1) denoising steps
-        step_grads = {"first": th.zeros(()), "last": th.zeros(())}
-        n_steps = self.policy.chain.n_steps
+        # Squared norm of d(loss)/d(eps prediction) at the first (k = K) and last (k = 1) denoising steps, kept on the
+        # policy's device until the end of train() so that the hook adds no device synchronisation.
+        step_grads = {1: th.zeros((), device=self.device), self.policy.chain.n_steps: th.zeros((), device=self.device)}
 
         def record_step_grad(k: int, grad: th.Tensor) -> None:
-            if k == n_steps:
-                step_grads["first"] = step_grads["first"] + grad.detach().pow(2).sum().cpu()
-            if k == 1:
-                step_grads["last"] = step_grads["last"] + grad.detach().pow(2).sum().cpu()
+            if k in step_grads:
+                step_grads[k] = step_grads[k] + grad.detach().pow(2).sum()
 
         continue_training = True
         # train for n_epochs epochs
@@ -412,7 +410,7 @@ class NCDPO(OnPolicyAlgorithm):
             self.logger.record("train/grad_norm", np.mean(grad_norms))
             # Gradient that reaches the first denoising step (k = K) relative to the last one (k = 1): a value near
             # 0 means the early steps get almost no learning signal through the chain.
-            first, last = math.sqrt(step_grads["first"].item()), math.sqrt(step_grads["last"].item())
+            first, last = math.sqrt(step_grads[self.policy.chain.n_steps].item()), math.sqrt(step_grads[1].item())
             self.logger.record("train/eps_grad_norm_first_step", first)
             self.logger.record("train/eps_grad_ratio_first_last", first / last if last > 0 else float("nan"))
 
