@@ -130,6 +130,21 @@ def summarise(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def command(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    """The command that recomputes every row of the table at once."""
+    envs = " ".join(sorted({r["env"] for r in rows}))
+    algos = " ".join(sorted({r["algo"] for r in rows}))
+    seeds = " ".join(str(s) for s in sorted({int(r["seed"]) for r in rows}))
+    return (
+        f"python benchmarks/ncdpo_vs_ppo.py --env {envs} --algos {algos} --seeds {seeds} --timesteps {args.timesteps} "
+        f"--n-eval-episodes {args.n_eval_episodes} --n-jobs 2 --out {args.out}"
+    )
+
+
+def hours(rows: list[dict[str, Any]]) -> float:
+    return sum(float(r["train_seconds"]) for r in rows) / 3600
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", nargs="+", default=["Pendulum-v1"], help="env ids (entries of hyperparams/*.yml)")
@@ -139,13 +154,14 @@ def main() -> None:
     parser.add_argument("--n-eval-episodes", type=int, default=10)
     parser.add_argument("--n-jobs", type=int, default=1, help="runs in parallel processes (one torch thread each)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/ncdpo_vs_ppo"))
+    parser.add_argument("--report-only", action="store_true", help="rewrite summary.md from <out>/runs.csv, run nothing")
     args = parser.parse_args()
     for algo in args.algos:  # fail on a missing entry before anything runs
         for env_id in args.env:
             load_hyperparams(algo, env_id)
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    jobs = [(algo, env_id, seed) for env_id in args.env for seed in args.seeds for algo in args.algos]
+    jobs = [] if args.report_only else [(a, e, s) for e in args.env for s in args.seeds for a in args.algos]
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     with ProcessPoolExecutor(max_workers=args.n_jobs) as pool:
@@ -159,15 +175,18 @@ def main() -> None:
         with open(args.out / "runs.csv", newline="") as file:
             rerun = set(jobs)
             for row in csv.DictReader(file):
-                if (row["algo"], row["env"], int(row["seed"])) not in rerun:
-                    kept.append({k: (v if k in ("algo", "env") else float(v)) for k, v in row.items()})
+                typed = {k: (v if k in ("algo", "env") else float(v)) for k, v in row.items()}
+                typed["seed"], typed["timesteps"] = int(typed["seed"]), int(typed["timesteps"])
+                if (typed["algo"], typed["env"], typed["seed"]) not in rerun:
+                    kept.append(typed)
     rows = kept + rows
     with open(args.out / "runs.csv", "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=FIELDS)
         writer.writeheader()
         writer.writerows(rows)
     table = summarise(rows)
-    (args.out / "summary.md").write_text(table + "\n")
+    reproduce = f"Reproduce (about {hours(rows):.1f} CPU-hours of training):\n\n    {command(rows, args)}\n"
+    (args.out / "summary.md").write_text(f"{table}\n\n{reproduce}")
     print(table)
 
 

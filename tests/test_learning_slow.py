@@ -17,5 +17,5 @@ def test_inverted_pendulum_reaches_the_maximum():
 
 @pytest.mark.slow
 def test_pendulum_learns():
-    # A policy that does not swing up scores about -1200 to -1600.
-    assert run_one("ncdpo", "Pendulum-v1", seed=0, timesteps=100_000, n_eval_episodes=10)["eval_mean"] > -800
+    # A policy that never swings up scores -1200 to -1600 (PPO's learning rate gave -1592); measured: -720 (seed 0).
+    assert run_one("ncdpo", "Pendulum-v1", seed=0, timesteps=100_000, n_eval_episodes=10)["eval_mean"] > -1000
