@@ -137,7 +137,7 @@ def command(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     seeds = " ".join(str(s) for s in sorted({int(r["seed"]) for r in rows}))
     return (
         f"python benchmarks/ncdpo_vs_ppo.py --env {envs} --algos {algos} --seeds {seeds} --timesteps {args.timesteps} "
-        f"--n-eval-episodes {args.n_eval_episodes} --n-jobs 2 --out {args.out}"
+        f"--n-eval-episodes {args.n_eval_episodes} --n-jobs {args.n_jobs} --out {args.out}"
     )
 
 
