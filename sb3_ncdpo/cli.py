@@ -1,0 +1,67 @@
+"""
+The ``sb3-ncdpo`` command (also ``python -m sb3_ncdpo``).
+
+``train``, ``enjoy`` and ``record-video`` take rl-zoo3's flags unchanged and run rl-zoo3's own code, with this
+package's algorithms registered (``--algo ncdpo``) next to every rl-zoo3 algorithm. Without ``-conf``, ``train``
+reads this package's hyperparameter file for our algorithms, and for PPO whenever the env has an entry there (the
+fair PPO baselines under ``-v5`` ids); otherwise rl-zoo3's own file.
+"""
+
+import argparse
+import runpy
+import sys
+
+import yaml
+
+from sb3_ncdpo.zoo import ALGORITHMS, hyperparams_file, register
+
+COMMANDS = ("train", "enjoy", "record-video")
+
+
+def default_config(zoo_args: list[str]) -> str | None:
+    """
+    :param zoo_args: rl-zoo3 ``train`` arguments
+    :return: The packaged hyperparameter file to use, or ``None`` to leave rl-zoo3's choice (or the user's ``-conf``)
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--algo", default="ppo")
+    parser.add_argument("--env", default="CartPole-v1")
+    parser.add_argument("-conf", "--conf-file", default=None)
+    known, _ = parser.parse_known_args(zoo_args)
+    if known.conf_file is not None:
+        return None
+    path = hyperparams_file(known.algo)
+    if not path.exists():
+        return None
+    if known.algo in ALGORITHMS:
+        return str(path)
+    with open(path) as file:
+        return str(path) if known.env in (yaml.safe_load(file) or {}) else None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """
+    :param argv: Arguments after the program name (``sys.argv[1:]`` by default)
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in COMMANDS:
+        given = repr(args[0]) if args else "nothing"
+        sys.exit(f"usage: sb3-ncdpo {{{','.join(COMMANDS)}}} [rl-zoo3 flags]; got {given}")
+    command, zoo_args = args[0], args[1:]
+    register()
+    if command == "train":
+        config = default_config(zoo_args)
+        if config is not None:
+            zoo_args = [*zoo_args, "--conf-file", config]
+    sys.argv = [f"sb3-ncdpo {command}", *zoo_args]
+    if command == "train":
+        from rl_zoo3.train import train
+
+        train()
+    elif command == "enjoy":
+        from rl_zoo3.enjoy import enjoy
+
+        enjoy()
+    else:
+        # rl-zoo3's record_video has no function to call: it only runs as a script.
+        runpy.run_module("rl_zoo3.record_video", run_name="__main__")

@@ -1,0 +1,102 @@
+"""
+rl-zoo3 integration: this package's algorithms, their Optuna samplers and their packaged hyperparameters.
+
+rl-zoo3 has no plugin mechanism for algorithms; the way its documentation gives for external ones (its SBX guide) is
+to add them to ``rl_zoo3.ALGOS`` (one dict shared by train, enjoy and record_video) and to the sampler / converter
+tables of ``rl_zoo3.hyperparams_opt`` before calling rl-zoo3's own entry points. :func:`register` does that.
+"""
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from stable_baselines3.common.base_class import BaseAlgorithm
+from torch import nn
+
+from sb3_ncdpo.ncdpo import NCDPO
+
+#: Algorithms this package adds to rl-zoo3, by their ``--algo`` name.
+ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ncdpo": NCDPO}
+
+DENOISER_SIZES = {"small": [128, 128], "medium": [256, 256], "large": [256, 256, 256]}
+CONDITION_NETS = {"none": [], "small": [64, 64]}
+
+
+def hyperparams_file(algo: str) -> Path:
+    """
+    :param algo: Algorithm name (``ncdpo``, ``ppo``)
+    :return: Path of the packaged hyperparameter file of that algorithm (it may not exist)
+    """
+    return Path(str(resources.files("sb3_ncdpo") / "hyperparams" / f"{algo}.yml"))
+
+
+def convert_ncdpo_params(params: dict[str, Any]) -> dict[str, Any]:
+    """
+    Turn the raw values sampled by :func:`sample_ncdpo_params` (or stored in an Optuna trial, for ``--trial-id``) into
+    NCDPO's constructor arguments, with a complete ``policy_kwargs`` (a sampled one replaces the YAML one whole).
+
+    :param params: Raw sampled values (``trial.params``)
+    :return: Keyword arguments for :class:`~sb3_ncdpo.NCDPO`
+    """
+    return {
+        "n_steps": 2 ** params["n_steps_pow"],
+        "batch_size": 2 ** params["batch_size_pow"],
+        "gamma": 1 - params["one_minus_gamma"],
+        "gae_lambda": 1 - params["one_minus_gae_lambda"],
+        "learning_rate": params["learning_rate"],
+        "ent_coef": params["ent_coef"],
+        "clip_range": params["clip_range"],
+        "n_epochs": params["n_epochs"],
+        "max_grad_norm": params["max_grad_norm"],
+        "policy_kwargs": {
+            "n_denoising_steps": params["n_denoising_steps"],
+            "sampler": params["sampler"],
+            "x0_clip": None if params["x0_clip"] == "none" else 1.0,
+            "log_std_init": params["log_std_init"],
+            "denoiser_hidden_sizes": DENOISER_SIZES[params["denoiser"]],
+            "net_arch": {"pi": CONDITION_NETS[params["condition_net"]], "vf": [64, 64]},
+            "activation_fn": nn.Tanh,
+        },
+    }
+
+
+def sample_ncdpo_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
+    """
+    Optuna sampler for NCDPO: PPO's knobs (with a learning-rate range lower than PPO's: the denoiser is less stable at
+    PPO's rates) and the diffusion settings together. ``batch_size`` never exceeds ``n_steps``, so every trial is valid
+    whatever the number of envs.
+
+    :param trial: Optuna trial
+    :param n_actions: Size of the action space (unused)
+    :param n_envs: Number of envs (unused)
+    :param additional_args: rl-zoo3's extra arguments (unused)
+    :return: Keyword arguments for :class:`~sb3_ncdpo.NCDPO`
+    """
+    params = {
+        "n_steps_pow": trial.suggest_int("n_steps_pow", 7, 11),
+        "batch_size_pow": trial.suggest_int("batch_size_pow", 5, 7),
+        "one_minus_gamma": trial.suggest_float("one_minus_gamma", 0.0001, 0.1, log=True),
+        "one_minus_gae_lambda": trial.suggest_float("one_minus_gae_lambda", 0.001, 0.1, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 1e-5, 1e-3, log=True),
+        "ent_coef": trial.suggest_float("ent_coef", 1e-8, 0.01, log=True),
+        "clip_range": trial.suggest_categorical("clip_range", [0.1, 0.2, 0.3]),
+        "n_epochs": trial.suggest_categorical("n_epochs", [1, 5, 10]),
+        "max_grad_norm": trial.suggest_float("max_grad_norm", 0.3, 2.0),
+        "n_denoising_steps": trial.suggest_categorical("n_denoising_steps", [2, 5, 10, 20]),
+        "sampler": trial.suggest_categorical("sampler", ["ddpm", "ddim"]),
+        "x0_clip": trial.suggest_categorical("x0_clip", ["1", "none"]),
+        "log_std_init": trial.suggest_float("log_std_init", -2.0, 0.0),
+        "denoiser": trial.suggest_categorical("denoiser", list(DENOISER_SIZES)),
+        "condition_net": trial.suggest_categorical("condition_net", list(CONDITION_NETS)),
+    }
+    return convert_ncdpo_params(params)
+
+
+def register() -> None:
+    """Add this package's algorithms, samplers and converters to rl-zoo3 (idempotent)."""
+    import rl_zoo3
+    from rl_zoo3 import hyperparams_opt
+
+    rl_zoo3.ALGOS.update(ALGORITHMS)
+    hyperparams_opt.HYPERPARAMS_SAMPLER["ncdpo"] = sample_ncdpo_params
+    hyperparams_opt.HYPERPARAMS_CONVERTER["ncdpo"] = convert_ncdpo_params  # type: ignore[assignment]
