@@ -1,7 +1,7 @@
 """
 NCDPO vs SB3 PPO at equal budgets: final evaluation return and env-steps/s, several seeds, side by side in one run.
 
-Hyperparameters come from the repository's ``hyperparams/<algo>.yml`` (rl-zoo3 format). Each (algo, env, seed) runs in
+Hyperparameters come from the packaged ``hyperparams/<algo>.yml`` (rl-zoo3 format). Each (algo, env, seed) runs in
 its own process with torch pinned to one thread; the final policy is evaluated deterministically on a separate env
 (VecNormalize statistics copied, reward not normalised).
 
@@ -25,15 +25,17 @@ from typing import Any
 import numpy as np
 import yaml
 
-HYPERPARAMS = Path(__file__).resolve().parent.parent / "hyperparams"
+from sb3_ncdpo.zoo import hyperparams_file
+
 FIELDS = ["algo", "env", "seed", "timesteps", "eval_mean", "eval_std", "train_seconds", "fps"]
 
 
 def load_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
-    with open(HYPERPARAMS / f"{algo}.yml") as file:
+    path = hyperparams_file(algo)
+    with open(path) as file:
         table = yaml.safe_load(file)
     if env_id not in table:
-        raise ValueError(f"no entry for {env_id!r} in {HYPERPARAMS / (algo + '.yml')}: add one (known: {sorted(table)})")
+        raise ValueError(f"no entry for {env_id!r} in {path}: add one (known: {sorted(table)})")
     return dict(table[env_id])
 
 

@@ -11,8 +11,6 @@ import argparse
 import runpy
 import sys
 
-import yaml
-
 from sb3_ncdpo.zoo import ALGORITHMS, hyperparams_file, register
 
 COMMANDS = ("train", "enjoy", "record-video")
@@ -35,6 +33,8 @@ def default_config(zoo_args: list[str]) -> str | None:
         return None
     if known.algo in ALGORITHMS:
         return str(path)
+    import yaml  # an rl-zoo3 dependency, like everything this command runs
+
     with open(path) as file:
         return str(path) if known.env in (yaml.safe_load(file) or {}) else None
 

@@ -60,11 +60,32 @@ def convert_ncdpo_params(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: Search space of :func:`sample_ncdpo_params`: ``(low, high)`` ranges (ints: uniform; floats: log-uniform for the
+#: names in :data:`LOG_SCALE`) and lists of choices. Narrow it in place before ``-optimize`` to search less.
+SEARCH_SPACE: dict[str, tuple[int, int] | tuple[float, float] | list[Any]] = {
+    "n_steps_pow": (7, 11),
+    "batch_size_pow": (5, 7),  # never above n_steps_pow: every trial's batch fits its buffer
+    "one_minus_gamma": (0.0001, 0.1),
+    "one_minus_gae_lambda": (0.001, 0.1),
+    # Lower than PPO's range: the denoiser is unstable at PPO's rates (README, learning-rate note).
+    "learning_rate": (1e-5, 1e-3),
+    "ent_coef": (1e-8, 0.01),
+    "clip_range": [0.1, 0.2, 0.3],
+    "n_epochs": [1, 5, 10],
+    "max_grad_norm": (0.3, 2.0),
+    "n_denoising_steps": [2, 5, 10, 20],
+    "sampler": ["ddpm", "ddim"],
+    "x0_clip": ["1", "none"],
+    "log_std_init": (-2.0, 0.0),
+    "denoiser": list(DENOISER_SIZES),
+    "condition_net": list(CONDITION_NETS),
+}
+LOG_SCALE = {"one_minus_gamma", "one_minus_gae_lambda", "learning_rate", "ent_coef"}
+
+
 def sample_ncdpo_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
     """
-    Optuna sampler for NCDPO: PPO's knobs (with a learning-rate range lower than PPO's: the denoiser is less stable at
-    PPO's rates) and the diffusion settings together. ``batch_size`` never exceeds ``n_steps``, so every trial is valid
-    whatever the number of envs.
+    Optuna sampler for NCDPO over :data:`SEARCH_SPACE`: PPO's knobs and the diffusion settings together.
 
     :param trial: Optuna trial
     :param n_actions: Size of the action space (unused)
@@ -72,30 +93,24 @@ def sample_ncdpo_params(trial: Any, n_actions: int, n_envs: int, additional_args
     :param additional_args: rl-zoo3's extra arguments (unused)
     :return: Keyword arguments for :class:`~sb3_ncdpo.NCDPO`
     """
-    params = {
-        "n_steps_pow": trial.suggest_int("n_steps_pow", 7, 11),
-        "batch_size_pow": trial.suggest_int("batch_size_pow", 5, 7),
-        "one_minus_gamma": trial.suggest_float("one_minus_gamma", 0.0001, 0.1, log=True),
-        "one_minus_gae_lambda": trial.suggest_float("one_minus_gae_lambda", 0.001, 0.1, log=True),
-        "learning_rate": trial.suggest_float("learning_rate", 1e-5, 1e-3, log=True),
-        "ent_coef": trial.suggest_float("ent_coef", 1e-8, 0.01, log=True),
-        "clip_range": trial.suggest_categorical("clip_range", [0.1, 0.2, 0.3]),
-        "n_epochs": trial.suggest_categorical("n_epochs", [1, 5, 10]),
-        "max_grad_norm": trial.suggest_float("max_grad_norm", 0.3, 2.0),
-        "n_denoising_steps": trial.suggest_categorical("n_denoising_steps", [2, 5, 10, 20]),
-        "sampler": trial.suggest_categorical("sampler", ["ddpm", "ddim"]),
-        "x0_clip": trial.suggest_categorical("x0_clip", ["1", "none"]),
-        "log_std_init": trial.suggest_float("log_std_init", -2.0, 0.0),
-        "denoiser": trial.suggest_categorical("denoiser", list(DENOISER_SIZES)),
-        "condition_net": trial.suggest_categorical("condition_net", list(CONDITION_NETS)),
-    }
+    params: dict[str, Any] = {}
+    for name, space in SEARCH_SPACE.items():
+        if isinstance(space, list):
+            params[name] = trial.suggest_categorical(name, space)
+        elif isinstance(space[0], int):
+            params[name] = trial.suggest_int(name, space[0], space[1])
+        else:
+            params[name] = trial.suggest_float(name, space[0], space[1], log=name in LOG_SCALE)
     return convert_ncdpo_params(params)
 
 
 def register() -> None:
     """Add this package's algorithms, samplers and converters to rl-zoo3 (idempotent)."""
-    import rl_zoo3
-    from rl_zoo3 import hyperparams_opt
+    try:
+        import rl_zoo3
+        from rl_zoo3 import hyperparams_opt
+    except ImportError as error:
+        raise ImportError(f"the rl-zoo3 integration needs the 'zoo' extra: pip install 'sb3-ncdpo[zoo]' ({error})") from error
 
     rl_zoo3.ALGOS.update(ALGORITHMS)
     hyperparams_opt.HYPERPARAMS_SAMPLER["ncdpo"] = sample_ncdpo_params

@@ -10,7 +10,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from sb3_ncdpo import NCDPO
 from sb3_ncdpo.cli import default_config, main
-from sb3_ncdpo.zoo import convert_ncdpo_params, hyperparams_file, register
+from sb3_ncdpo.zoo import convert_ncdpo_params, hyperparams_file, register, sample_ncdpo_params
 
 TINY = [
     "-params",
@@ -108,3 +108,55 @@ def test_trial_params_convert_to_valid_ncdpo_arguments():
     model = NCDPO("MlpPolicy", "Pendulum-v1", **kwargs)
     assert model.policy.chain.config.sampler == "ddim"
     assert model.gamma == pytest.approx(0.99)
+
+
+def test_sampler_gives_valid_models_across_its_space():
+    optuna = pytest.importorskip("optuna")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(12):
+        trial = study.ask()
+        kwargs = sample_ncdpo_params(trial, n_actions=1, n_envs=1, additional_args={})
+        assert kwargs == convert_ncdpo_params(trial.params)  # what --trial-id rebuilds is what was sampled
+        model = NCDPO("MlpPolicy", "Pendulum-v1", **kwargs)
+        assert model.batch_size <= model.n_steps
+        study.tell(trial, 0.0)
+
+
+# Each worker narrows the search space (a documented customisation point) so that a trial takes seconds.
+WORKER = """
+import sys
+from sb3_ncdpo import zoo
+from sb3_ncdpo.cli import main
+zoo.SEARCH_SPACE.update(n_steps_pow=(5, 5), batch_size_pow=(5, 5), n_epochs=[1], n_denoising_steps=[2], denoiser=["small"])
+main(sys.argv[1:])
+"""
+
+
+def test_distributed_optimization_and_trial_id(tmp_path):
+    import subprocess
+    import sys
+
+    optuna = pytest.importorskip("optuna")
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    conf = tmp_path / "conf.yml"
+    conf.write_text("Pendulum-v1:\n  n_envs: 1\n  n_timesteps: 1\n  policy: 'MlpDiffusionPolicy'\n")
+    storage = tmp_path / "study.log"
+    common = ["train", "--algo", "ncdpo", "--env", "Pendulum-v1", "-conf", str(conf), "-optimize", "--n-trials", "1"]
+    common += ["--sampler", "random", "--pruner", "none", "-n", "1", "--n-evaluations", "1", "--eval-episodes", "1"]
+    common += ["--storage", str(storage), "--study-name", "shared", "--num-threads", "1", "-f", str(tmp_path / "logs")]
+    workers = [
+        subprocess.Popen([sys.executable, "-c", WORKER, *common, "--seed", str(seed)], cwd=tmp_path, stdout=subprocess.DEVNULL)
+        for seed in (1, 2)
+    ]
+    assert [worker.wait(timeout=300) for worker in workers] == [0, 0]
+    study = optuna.load_study(study_name="shared", storage=JournalStorage(JournalFileBackend(str(storage))))
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2  # one trial from each worker
+
+    # --trial-id retrains a stored trial (id 1: rl-zoo3 ignores --trial-id 0)
+    retrain = ["train", "--algo", "ncdpo", "--env", "Pendulum-v1", "-conf", str(conf), "-n", "32", "--storage", str(storage)]
+    main([*retrain, "--study-name", "shared", "--trial-id", "1", "--num-threads", "1", "-f", str(tmp_path / "retrain")])
+    with open(tmp_path / "retrain" / "ncdpo" / "Pendulum-v1_1" / "Pendulum-v1" / "config.yml") as file:
+        config = dict(yaml.unsafe_load(file))
+    assert config["learning_rate"] == pytest.approx(study.trials[1].params["learning_rate"])
