@@ -55,6 +55,13 @@ def _inverted_pendulum():
     return gym.make("InvertedPendulum-v5")
 
 
+def test_record_video(tmp_path, monkeypatch):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")  # headless pygame rendering
+    logs = train(tmp_path, "--algo", "ncdpo", "--env", "Pendulum-v1", "-n", "64", *TINY)
+    main(["record-video", "--algo", "ncdpo", "--env", "Pendulum-v1", "-f", logs, "-n", "20", "-o", str(tmp_path / "videos")])
+    assert glob.glob(str(tmp_path / "videos" / "*ncdpo-Pendulum-v1*.mp4"))
+
+
 def test_train_ppo_uses_packaged_baseline_only_where_it_has_an_entry(tmp_path):
     assert default_config(["--algo", "ppo", "--env", "Hopper-v5"]) == str(hyperparams_file("ppo"))
     assert default_config(["--algo", "ppo", "--env", "CartPole-v1"]) is None  # rl-zoo3's own file
