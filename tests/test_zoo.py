@@ -55,6 +55,27 @@ def _inverted_pendulum():
     return gym.make("InvertedPendulum-v5")
 
 
+def test_enjoy_acts_like_the_saved_model(tmp_path, monkeypatch):
+    """enjoy queries deterministic actions, and they are the saved model's."""
+    logs = train(tmp_path, "--algo", "ncdpo", "--env", "InvertedPendulum-v5", "-n", "64", *TINY)
+    calls = []
+    original_predict = NCDPO.predict
+
+    def recording_predict(self, observation, state=None, episode_start=None, deterministic=False):
+        action, state = original_predict(self, observation, state, episode_start, deterministic)
+        calls.append((observation.copy(), deterministic, action.copy()))
+        return action, state
+
+    monkeypatch.setattr(NCDPO, "predict", recording_predict)
+    main(["enjoy", "--algo", "ncdpo", "--env", "InvertedPendulum-v5", "-f", logs, "--no-render", "-n", "20"])
+    monkeypatch.undo()
+    assert len(calls) >= 20 and all(deterministic for _, deterministic, _ in calls)
+    run = os.path.join(logs, "ncdpo", "InvertedPendulum-v5_1")
+    saved = NCDPO.load(os.path.join(run, "InvertedPendulum-v5.zip"))
+    for observation, _, action in calls:
+        np.testing.assert_array_equal(saved.predict(observation, deterministic=True)[0], action)
+
+
 def test_record_video(tmp_path, monkeypatch):
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")  # headless pygame rendering
     logs = train(tmp_path, "--algo", "ncdpo", "--env", "Pendulum-v1", "-n", "64", *TINY)
