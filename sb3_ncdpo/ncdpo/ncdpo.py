@@ -308,7 +308,8 @@ class NCDPO(OnPolicyAlgorithm):
         clip_fractions = []
         grad_norms = []
         # Squared norm of d(loss)/d(eps prediction) at the first (k = K) and last (k = 1) denoising steps, kept on the
-        # policy's device until the end of train() so that the hook adds no device synchronisation.
+        # policy's device until the end of train() so that the hook adds no device synchronisation. Measured on the
+        # first minibatch of each epoch only: the hooks cost ~7% of an update when registered on every minibatch.
         step_grads = {1: th.zeros((), device=self.device), self.policy.chain.n_steps: th.zeros((), device=self.device)}
 
         def record_step_grad(k: int, grad: th.Tensor) -> None:
@@ -320,9 +321,12 @@ class NCDPO(OnPolicyAlgorithm):
         for epoch in range(self.n_epochs):
             approx_kl_divs = []
             # Do a complete pass on the rollout buffer
-            for rollout_data in self.rollout_buffer.get(self.batch_size):
+            for minibatch, rollout_data in enumerate(self.rollout_buffer.get(self.batch_size)):
                 values, log_prob, entropy = self.policy.evaluate_actions(
-                    rollout_data.observations, rollout_data.actions, rollout_data.noises, eps_grad_hook=record_step_grad
+                    rollout_data.observations,
+                    rollout_data.actions,
+                    rollout_data.noises,
+                    eps_grad_hook=record_step_grad if minibatch == 0 else None,
                 )
                 values = values.flatten()
                 # Normalize advantage
