@@ -2,7 +2,7 @@
 
 import math
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import asdict, fields
 from functools import partial
 from typing import Any, TypeVar
 
@@ -216,26 +216,15 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         data = super()._get_constructor_parameters()
         for unused in ("squash_output", "full_std", "use_expln"):  # gSDE options, not arguments of this class
             data.pop(unused, None)
-        config = self.chain.config
+        data.update(asdict(self.chain.config))  # ChainConfig's fields are named after this class's keyword arguments
         data.update(
-            dict(
-                share_features_extractor=self.share_features_extractor,
-                normalize_images=self.normalize_images,
-                n_denoising_steps=config.n_denoising_steps,
-                sampler=config.sampler,
-                ddim_eta=config.ddim_eta,
-                noise_schedule=config.noise_schedule,
-                x0_clip=config.x0_clip,
-                x0_clip_final=config.x0_clip_final,
-                noise_clip=config.noise_clip,
-                min_step_std=config.min_step_std,
-                denoiser_hidden_sizes=self.denoiser_hidden_sizes,
-                denoiser_activation_fn=self.denoiser_activation_fn,
-                time_embed_dim=self.time_embed_dim,
-                residual=self.residual,
-                fixed_std=self.fixed_std,
-                min_std=self.min_std,
-            )
+            share_features_extractor=self.share_features_extractor,
+            denoiser_hidden_sizes=self.denoiser_hidden_sizes,
+            denoiser_activation_fn=self.denoiser_activation_fn,
+            time_embed_dim=self.time_embed_dim,
+            residual=self.residual,
+            fixed_std=self.fixed_std,
+            min_std=self.min_std,
         )
         return data
 
