@@ -30,6 +30,31 @@ def hyperparams_file(algo: str) -> Path:
     return Path(str(resources.files("sb3_ncdpo") / "hyperparams" / f"{algo}.yml"))
 
 
+def load_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
+    """
+    Read one entry of a packaged hyperparameter file, with ``policy_kwargs`` evaluated the way rl-zoo3 does.
+
+    :param algo: Algorithm name (``ncdpo``, ``ppo``)
+    :param env_id: Environment id (the YAML key)
+    :return: A fresh dict of the entry's values
+    :raises ValueError: if the file or the entry does not exist, listing the known entries
+    """
+    import torch as th
+    import yaml
+
+    path = hyperparams_file(algo)
+    if not path.exists():
+        raise ValueError(f"algo must be one with a packaged hyperparameter file, got {algo!r} (no {path})")
+    with open(path) as file:
+        table = yaml.safe_load(file) or {}
+    if env_id not in table:
+        raise ValueError(f"env {env_id!r} has no entry in {path}; known: {sorted(table)}")
+    hyperparams = dict(table[env_id])
+    if isinstance(hyperparams.get("policy_kwargs"), str):
+        hyperparams["policy_kwargs"] = eval(hyperparams["policy_kwargs"], {"dict": dict, "nn": nn, "th": th})
+    return hyperparams
+
+
 def convert_ncdpo_params(params: dict[str, Any]) -> dict[str, Any]:
     """
     Turn the raw values sampled by :func:`sample_ncdpo_params` (or stored in an Optuna trial, for ``--trial-id``) into

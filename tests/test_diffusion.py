@@ -92,6 +92,35 @@ def test_ddpm_with_true_noise_recovers_x0_and_posterior_mean():
     th.testing.assert_close(chain.step_mean(x_k, eps, k), chain.x0_coef[k - 1] * x0 + chain.xk_coef[k - 1] * x_k)
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(sampler="ddpm"),
+        dict(sampler="ddpm", x0_clip=None),
+        dict(sampler="ddpm", x0_clip_final=False),
+        dict(sampler="ddim", ddim_eta=0.0),
+        dict(sampler="ddim", ddim_eta=0.7, x0_clip=0.5),
+        dict(sampler="ddim", ddim_eta=1.0, x0_clip=None),
+        dict(sampler="ddpm", noise_schedule="linear", x0_clip=0.3),
+    ],
+)
+def test_fused_step_mean_equals_the_textbook_step(settings):
+    """step_mean's fused form equals: x0 = clip((x - sqrt(1-abar) eps) / sqrt(abar)), then the sampler's mean."""
+    chain = make_chain(n_denoising_steps=8, **settings)
+    gen = th.Generator().manual_seed(3)
+    for k in range(8, 0, -1):
+        x_k = 3 * th.randn(64, 2, generator=gen, dtype=th.float64)  # wide enough that x0 is clipped for some rows
+        eps = th.randn(64, 2, generator=gen, dtype=th.float64)
+        x0 = chain.predict_x0(x_k, eps, k)
+        i = k - 1
+        if settings["sampler"] == "ddpm":
+            expected = chain.x0_coef[i] * x0 + chain.xk_coef[i] * x_k
+        else:
+            consistent_eps = (x_k - chain.alpha_bars[i].sqrt() * x0) / (1 - chain.alpha_bars[i]).sqrt()
+            expected = chain.x0_coef[i] * x0 + chain.eps_coef[i] * consistent_eps
+        th.testing.assert_close(chain.step_mean(x_k, eps, k), expected, rtol=1e-12, atol=1e-12)
+
+
 def test_x0_clip_and_noise_clip():
     chain = make_chain(n_denoising_steps=3, x0_clip=0.5, noise_clip=1.5)
     x0 = chain.predict_x0(th.full((4, 2), 10.0), th.zeros(4, 2), 2)

@@ -127,6 +127,27 @@ def test_denoiser_gets_gradient_from_every_step():
             assert grad is not None and grad.abs().sum().item() > 0, (live_step, name)
 
 
+@pytest.mark.parametrize("residual", [False, True])
+def test_step_predictor_is_the_denoiser_forward(residual):
+    """The chain's fast path (time table, precomputed biases, addmm layers) computes DenoiserMLP.forward at every step."""
+    from sb3_ncdpo.common.denoiser import DenoiserMLP
+
+    th.manual_seed(0)
+    denoiser = DenoiserMLP(action_dim=2, cond_dim=5, hidden_sizes=[32, 32, 32], residual=residual)
+    cond = denoiser.project_condition(th.randn(7, 5))
+    x = th.randn(7, 2)
+    eps_model = denoiser.step_predictor(cond, n_steps=6)
+    for k in range(1, 7):
+        th.testing.assert_close(eps_model(x, k), denoiser(x, k, cond), rtol=1e-5, atol=1e-6)
+
+
+def test_default_optimizer_is_fused_adam_and_user_kwargs_are_kept():
+    env = "Pendulum-v1"
+    assert NCDPO("MlpPolicy", env, policy_kwargs=SMALL).policy.optimizer.defaults["fused"] is True
+    custom = NCDPO("MlpPolicy", env, policy_kwargs=dict(SMALL, optimizer_kwargs=dict(eps=1e-7))).policy.optimizer
+    assert custom.defaults["eps"] == 1e-7 and not custom.defaults["fused"]
+
+
 def test_train_logs_std_and_chain_gradient_diagnostic():
     # Without the x0 clip: with it, step K's prediction is almost always clipped (alpha_bar_K ~ 1e-3) and gets no gradient
     policy_kwargs = dict(SMALL, x0_clip=None)

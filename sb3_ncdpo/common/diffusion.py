@@ -156,11 +156,30 @@ class NoiseConditionedChain:
 
         self._sqrt_abar = th.sqrt(abar).tolist()
         self._sqrt_one_minus_abar = th.sqrt(1 - abar).tolist()
-        self._x0 = self.x0_coef.tolist()
-        self._xk = self.xk_coef.tolist()
-        self._eps = self.eps_coef.tolist()
         # Noise actually injected at steps k >= 2 (floored); step 1 injects none: its output is the final mean.
         self._noise_std = [max(std, config.min_step_std) for std in self.step_std.tolist()]
+        self._fused = [self._fused_coefficients(k) for k in range(1, n_steps + 1)]
+
+    def _fused_coefficients(self, k: int) -> tuple[float, float, float | None, float]:
+        """
+        Both samplers' means are ``g * x0 + h * x_k`` once the noise direction is written from ``x0`` and ``x_k``
+        (DDPM: ``g = x0_coef``, ``h = xk_coef``; DDIM: ``g = x0_coef - eps_coef * sqrt(abar) / sqrt(1 - abar)``,
+        ``h = eps_coef / sqrt(1 - abar)``), and ``g * clamp(x0, -c, c) = clamp(g * x0, -|g| c, |g| c)``. One step is
+        then ``clamp((x_k - a * eps) * s, -m, m) + h * x_k``: four tensor operations, which is what a step costs on
+        small batches (per-operation overhead dominates there).
+
+        :param k: Denoising step in ``1..K``
+        :return: ``(a, s, m, h)``, with ``m = None`` where the step does not clip
+        """
+        i = k - 1
+        sqrt_abar, sqrt_one_minus_abar = self._sqrt_abar[i], self._sqrt_one_minus_abar[i]
+        x0_coef, xk_coef, eps_coef = (float(c[i]) for c in (self.x0_coef, self.xk_coef, self.eps_coef))
+        if self.config.sampler == "ddpm":
+            g, h = x0_coef, xk_coef
+        else:
+            g, h = x0_coef - eps_coef * sqrt_abar / sqrt_one_minus_abar, eps_coef / sqrt_one_minus_abar
+        clip = self.config.x0_clip if self._clips(k) else None
+        return sqrt_one_minus_abar, g / sqrt_abar, None if clip is None else abs(g) * clip, h
 
     @property
     def n_steps(self) -> int:
@@ -222,20 +241,20 @@ class NoiseConditionedChain:
 
     def step_mean(self, x_k: th.Tensor, eps: th.Tensor, k: int) -> th.Tensor:
         """
-        Mean of ``x_{k-1}`` given ``x_k`` and the predicted noise (DDPM posterior mean or DDIM update).
+        Mean of ``x_{k-1}`` given ``x_k`` and the predicted noise (DDPM posterior mean or DDIM update), with the
+        predicted clean action clipped as :meth:`predict_x0` does (computed in the fused form of
+        :meth:`_fused_coefficients`).
 
         :param x_k: Noisy sample at step ``k``
         :param eps: Predicted noise
         :param k: Denoising step in ``1..K``
         :return: The mean ``mu_theta(x_k, k)``
         """
-        x0 = self.predict_x0(x_k, eps, k)
-        if self.config.sampler == "ddpm":
-            return self._x0[k - 1] * x0 + self._xk[k - 1] * x_k
-        if self._clips(k):
-            # After clipping x0, the noise direction must be recomputed so that x0 and eps stay consistent.
-            eps = (x_k - self._sqrt_abar[k - 1] * x0) / self._sqrt_one_minus_abar[k - 1]
-        return self._x0[k - 1] * x0 + self._eps[k - 1] * eps
+        a, s, m, h = self._fused[k - 1]
+        scaled_x0 = th.add(x_k, eps, alpha=-a) * s
+        if m is not None:
+            scaled_x0 = scaled_x0.clamp(-m, m)
+        return th.add(scaled_x0, x_k, alpha=h)
 
     def final_mean(
         self,
@@ -263,5 +282,5 @@ class NoiseConditionedChain:
             mean = self.step_mean(x, eps, k)
             if k == 1:
                 return mean
-            x = mean + self._noise_std[k - 1] * noise[:, i + 1]
+            x = th.add(mean, noise[:, i + 1], alpha=self._noise_std[k - 1])
         raise AssertionError("unreachable: the chain has at least one step")

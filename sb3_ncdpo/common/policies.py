@@ -85,6 +85,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
     :param normalize_images: Whether to normalize images or not, dividing by 255.0
     :param optimizer_class: The optimizer to use, ``th.optim.Adam`` by default
     :param optimizer_kwargs: Additional keyword arguments, excluding the learning rate, to pass to the optimizer
+        (``None`` with Adam: SB3's ``eps=1e-5`` and ``fused=True``, PyTorch's single-kernel Adam)
     :param n_denoising_steps: Number of denoising steps K
     :param sampler: ``"ddpm"`` or ``"ddim"``
     :param ddim_eta: DDIM stochasticity in [0, 1] (only with ``sampler="ddim"``)
@@ -147,6 +148,10 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
                 min_std=min_std,
             )
         )
+        if optimizer_kwargs is None and optimizer_class is th.optim.Adam:
+            # SB3's default Adam settings, with PyTorch's fused kernel: the per-parameter loop of the default Adam cost
+            # ~0.7 ms per minibatch here, a tenth of an NCDPO update on Hopper-v5 (benchmarks/speed.py).
+            optimizer_kwargs = {"eps": 1e-5, "fused": True}
         self.chain = NoiseConditionedChain(
             ChainConfig(
                 n_denoising_steps=n_denoising_steps,
@@ -288,7 +293,8 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         :return: The final-step Gaussian, conditioned on the noise
         """
         cond = self.denoiser.project_condition(latent_pi)
-        mean = self.chain.final_mean(lambda x, k: self.denoiser(x, k, cond), noises, eps_grad_hook=eps_grad_hook)
+        eps_model = self.denoiser.step_predictor(cond, self.chain.n_steps)
+        mean = self.chain.final_mean(eps_model, noises, eps_grad_hook=eps_grad_hook)
         return self.action_dist.proba_distribution(mean, self._floored_log_std())  # type: ignore[return-value]
 
     def _noise_for(self, batch_size: int, deterministic: bool) -> th.Tensor:
