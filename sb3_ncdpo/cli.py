@@ -4,7 +4,7 @@ The ``sb3-ncdpo`` command (also ``python -m sb3_ncdpo``).
 ``train``, ``enjoy`` and ``record-video`` take rl-zoo3's flags unchanged and run rl-zoo3's own code, with this
 package's algorithms registered (``--algo ncdpo``) next to every rl-zoo3 algorithm. Without ``-conf``, ``train``
 reads this package's hyperparameter file for our algorithms, and for PPO whenever the env has an entry there (the
-fair PPO baselines under ``-v5`` ids); otherwise rl-zoo3's own file.
+fair PPO baselines under ``-v5`` ids); otherwise rl-zoo3's own file. ``compare`` runs :mod:`sb3_ncdpo.compare`.
 """
 
 import argparse
@@ -13,7 +13,7 @@ import sys
 
 from sb3_ncdpo.zoo import ALGORITHMS, hyperparams_file, register
 
-COMMANDS = ("train", "enjoy", "record-video")
+COMMANDS = ("train", "enjoy", "record-video", "compare")
 
 
 def default_config(zoo_args: list[str]) -> str | None:
@@ -48,6 +48,11 @@ def main(argv: list[str] | None = None) -> None:
         given = repr(args[0]) if args else "nothing"
         sys.exit(f"usage: sb3-ncdpo {{{','.join(COMMANDS)}}} [rl-zoo3 flags]; got {given}")
     command, zoo_args = args[0], args[1:]
+    if command == "compare":
+        from sb3_ncdpo.compare import main as compare
+
+        compare(zoo_args)
+        return
     register()
     if command == "train":
         config = default_config(zoo_args)

@@ -1,0 +1,547 @@
+"""
+``sb3-ncdpo compare``: NCDPO against SB3 PPO (or any algorithm of :data:`COMPARED`) at equal budgets.
+
+Every (algo, env, seed) run trains with the packaged ``hyperparams/<algo>.yml`` entry, in its own fresh process with
+torch pinned to one thread, and is evaluated on a schedule on a separate env (deterministic actions, VecNormalize
+statistics synced, rewards not normalised). A finished run is written to ``<out>/runs/<run>.csv`` (its evaluations)
+and ``<out>/runs/<run>.json`` (its settings), atomically; runs already finished with the same settings are reused, so
+an interrupted comparison continues where it stopped and a broken run never erases another one. From all finished
+runs the command writes ``<out>/results.csv`` (tidy: one row per evaluation), ``<out>/curves_<env>.png`` (IQM or
+mean over seeds with 95% stratified-bootstrap bands, from rliable) and ``<out>/summary.md``.
+
+Example::
+
+    sb3-ncdpo compare --env Pendulum-v1 --env Hopper-v5 --algos ncdpo ppo --seeds 3 --timesteps 100000 --out cmp
+"""
+
+import argparse
+import csv
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Algorithms that ``compare`` can run, by name; each needs a packaged ``hyperparams/<name>.yml``.
+COMPARED = ("ncdpo", "ppo")
+FIELDS = ["algo", "env", "seed", "timesteps", "eval_return_mean", "eval_return_std", "wall_time_s", "fps", "peak_rss_mb"]
+METRICS = ("iqm", "mean")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """
+    One training run of a comparison.
+
+    :param algo: Algorithm name (one of :data:`COMPARED`)
+    :param env: Environment id (an entry of the algorithm's hyperparameter file)
+    :param seed: Seed of the model, the training env and (plus 10,000) the evaluation env
+    :param timesteps: Training budget in env steps
+    :param eval_freq: Env steps between two evaluations
+    :param n_eval_episodes: Episodes per evaluation
+    :param n_threads: Torch threads of the run
+    """
+
+    algo: str
+    env: str
+    seed: int
+    timesteps: int
+    eval_freq: int
+    n_eval_episodes: int
+    n_threads: int = 1
+
+    @property
+    def name(self) -> str:
+        """File stem of the run in ``<out>/runs``."""
+        return f"{self.algo}__{self.env}__seed{self.seed}"
+
+
+def algorithm_class(algo: str) -> Any:
+    """
+    :param algo: One of :data:`COMPARED`
+    :return: Its SB3 algorithm class
+    """
+    from stable_baselines3 import PPO
+
+    from sb3_ncdpo.zoo import ALGORITHMS
+
+    classes = {**ALGORITHMS, "ppo": PPO}
+    if algo not in classes:
+        raise ValueError(f"algo must be one of {sorted(classes)}, got {algo!r}")
+    return classes[algo]
+
+
+def make_model(
+    algo: str,
+    env_id: str,
+    seed: int,
+    policy_kwargs: dict[str, Any] | None = None,
+    algo_kwargs: dict[str, Any] | None = None,
+) -> tuple[Any, Any]:
+    """
+    Build a model with the packaged hyperparameters (plus overrides) and its evaluation env, which normalises
+    observations like the training env (statistics synced by SB3's ``EvalCallback`` or :func:`sync_eval_env`) and
+    leaves rewards unnormalised.
+
+    :param algo: Algorithm name
+    :param env_id: Environment id
+    :param seed: Seed of the model and the training env; the evaluation env gets ``seed + 10_000``
+    :param policy_kwargs: Overrides of the entry's ``policy_kwargs`` (merged key by key)
+    :param algo_kwargs: Overrides of the entry's other values
+    :return: ``(model, eval_env)``
+    """
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from sb3_ncdpo.zoo import load_hyperparams
+
+    hyperparams = load_hyperparams(algo, env_id)
+    n_envs = hyperparams.pop("n_envs", 1)
+    normalize = hyperparams.pop("normalize", False)
+    hyperparams.pop("n_timesteps", None)
+    policy = hyperparams.pop("policy")
+    hyperparams["policy_kwargs"] = {**hyperparams.get("policy_kwargs", {}), **(policy_kwargs or {})}
+    hyperparams.update(algo_kwargs or {})
+    env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+    eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000)
+    if normalize:
+        env = VecNormalize(env, gamma=hyperparams.get("gamma", 0.99))
+        eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
+    return algorithm_class(algo)(policy, env, seed=seed, device="cpu", **hyperparams), eval_env
+
+
+def sync_eval_env(model: Any, eval_env: Any) -> None:
+    """Copy the training env's observation normalisation (if any) to the evaluation env."""
+    from stable_baselines3.common.vec_env import sync_envs_normalization
+
+    sync_envs_normalization(model.get_env(), eval_env)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def run_one(spec: RunSpec, out: Path, progress_bar: bool = False) -> Path:
+    """
+    Train and evaluate one run, then write its files (the CSV first, the JSON that marks it finished last).
+
+    :param spec: The run
+    :param out: Output directory of the comparison
+    :param progress_bar: Show SB3's progress bar
+    :return: Path of the run's CSV
+    """
+    import torch as th
+    from stable_baselines3.common.callbacks import EvalCallback
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    th.set_num_threads(spec.n_threads)
+    model, eval_env = make_model(spec.algo, spec.env, spec.seed)
+    rows: list[dict[str, Any]] = []
+    clock = {"start": 0.0, "eval": 0.0}
+
+    def record(timesteps: int, mean: float, std: float) -> None:
+        train_seconds = time.perf_counter() - clock["start"] - clock["eval"]
+        rows.append(
+            dict(
+                algo=spec.algo,
+                env=spec.env,
+                seed=spec.seed,
+                timesteps=timesteps,
+                eval_return_mean=round(float(mean), 4),
+                eval_return_std=round(float(std), 4),
+                wall_time_s=round(train_seconds, 3),
+                fps=round(timesteps / max(train_seconds, 1e-9), 1),
+                peak_rss_mb=round(_peak_rss_mb(), 1),
+            )
+        )
+
+    class TimedEval(EvalCallback):
+        """SB3's EvalCallback, with its time kept out of the training time and each result recorded."""
+
+        def _on_step(self) -> bool:
+            start, n_before = time.perf_counter(), len(self.evaluations_results)
+            keep_going = super()._on_step()
+            clock["eval"] += time.perf_counter() - start
+            if len(self.evaluations_results) > n_before:
+                record(self.num_timesteps, self.last_mean_reward, float(np.std(self.evaluations_results[-1])))
+            return keep_going
+
+    n_envs = model.get_env().num_envs
+    callback = TimedEval(
+        eval_env,
+        eval_freq=max(spec.eval_freq // n_envs, 1),
+        n_eval_episodes=spec.n_eval_episodes,
+        deterministic=True,
+        verbose=0,
+    )
+    clock["start"] = time.perf_counter()
+    model.learn(spec.timesteps, callback=callback, progress_bar=progress_bar)
+    if not rows or rows[-1]["timesteps"] != model.num_timesteps:
+        start = time.perf_counter()
+        sync_eval_env(model, eval_env)
+        mean, std = evaluate_policy(model, eval_env, n_eval_episodes=spec.n_eval_episodes, deterministic=True)
+        clock["eval"] += time.perf_counter() - start
+        record(model.num_timesteps, float(mean), float(std))  # type: ignore[arg-type]
+    runs = out / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    csv_path = runs / f"{spec.name}.csv"
+    _write_atomically(csv_path, _to_csv(rows))
+    _write_atomically(runs / f"{spec.name}.json", json.dumps(asdict(spec), indent=1))
+    return csv_path
+
+
+def _to_csv(rows: list[dict[str, Any]]) -> str:
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def finished_specs(out: Path) -> dict[str, RunSpec]:
+    """:return: The finished runs in ``out`` (those with their JSON written), by name"""
+    specs = {}
+    for path in sorted((out / "runs").glob("*.json")):
+        spec = RunSpec(**json.loads(path.read_text()))
+        if (out / "runs" / f"{spec.name}.csv").exists():
+            specs[spec.name] = spec
+    return specs
+
+
+def plan(specs: Sequence[RunSpec], out: Path) -> list[RunSpec]:
+    """
+    :param specs: The requested runs
+    :param out: Output directory
+    :return: The runs still to do (the others are finished with the same settings)
+    :raises ValueError: if a finished run has other settings (budget, evaluation schedule, threads)
+    """
+    done = finished_specs(out)
+    todo = []
+    for spec in specs:
+        if spec.name not in done:
+            todo.append(spec)
+        elif done[spec.name] != spec:
+            raise ValueError(
+                f"{out / 'runs' / spec.name}.json was run with {asdict(done[spec.name])}, not {asdict(spec)}: "
+                "use another --out, or delete that run's files to re-run it"
+            )
+    return todo
+
+
+@dataclass
+class Failure:
+    """A run that raised: it is reported and leaves the finished runs untouched."""
+
+    spec: RunSpec
+    error: str
+
+
+def execute(
+    specs: Sequence[RunSpec],
+    out: Path,
+    n_jobs: int = 1,
+    runner: Callable[[RunSpec, Path, bool], Path] = run_one,
+) -> list[Failure]:
+    """
+    Run the unfinished runs of ``specs``, ``n_jobs`` at a time, each in a fresh process.
+
+    :param specs: Requested runs
+    :param out: Output directory
+    :param n_jobs: Runs in parallel
+    :param runner: ``runner(spec, out, progress_bar)`` trains one run and writes its files (picklable)
+    :return: The runs that failed
+    """
+    from tqdm.auto import tqdm
+
+    todo = plan(specs, out)
+    out.mkdir(parents=True, exist_ok=True)
+    if len(todo) < len(specs):
+        print(f"reusing {len(specs) - len(todo)} finished run(s) from {out / 'runs'}", flush=True)
+    failures = []
+    # spawn + one task per child: every run starts from a fresh interpreter, so its peak RSS is its own.
+    with ProcessPoolExecutor(max_workers=n_jobs, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
+        futures: dict[Future[Path], RunSpec] = {pool.submit(runner, spec, out, n_jobs == 1): spec for spec in todo}
+        with tqdm(total=len(todo), desc="runs", unit="run", disable=not todo) as bar:
+            for future in as_completed(futures):
+                spec = futures[future]
+                error = future.exception()
+                if error is not None:
+                    message = "".join(traceback.format_exception_only(type(error), error)).strip()
+                    failures.append(Failure(spec, message))
+                    tqdm.write(f"FAILED {spec.name}: {message}")
+                bar.update()
+    return failures
+
+
+def load_rows(out: Path) -> list[dict[str, Any]]:
+    """:return: Every evaluation row of the finished runs in ``out``, typed"""
+    rows = []
+    for spec in finished_specs(out).values():
+        with open(out / "runs" / f"{spec.name}.csv", newline="") as file:
+            for row in csv.DictReader(file):
+                typed: dict[str, Any] = {k: float(v) for k, v in row.items() if k not in ("algo", "env")}
+                typed.update(algo=row["algo"], env=row["env"], seed=int(row["seed"]), timesteps=int(row["timesteps"]))
+                rows.append(typed)
+    return rows
+
+
+def _iqm_or_mean(metric: str) -> Callable[[np.ndarray], float]:
+    from rliable import metrics
+
+    return metrics.aggregate_iqm if metric == "iqm" else metrics.aggregate_mean
+
+
+def interval(scores: np.ndarray, metric: str, reps: int = 5000) -> tuple[float, float, float]:
+    """
+    :param scores: Final returns, one per run
+    :param metric: ``"iqm"`` or ``"mean"``
+    :param reps: Bootstrap repetitions
+    :return: ``(point, low, high)``: the metric and its 95% stratified-bootstrap interval (rliable)
+    """
+    from rliable import library as rly
+
+    aggregate = _iqm_or_mean(metric)
+    points, cis = rly.get_interval_estimates(
+        {"x": scores.reshape(-1, 1)},
+        lambda s: np.array([aggregate(s)]),
+        reps=reps,
+        random_state=np.random.RandomState(0),
+    )
+    return float(points["x"][0]), float(cis["x"][0, 0]), float(cis["x"][1, 0])
+
+
+def final_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:return: The last evaluation of each run"""
+    last: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["algo"], row["env"], row["seed"])
+        if key not in last or row["timesteps"] > last[key]["timesteps"]:
+            last[key] = row
+    return list(last.values())
+
+
+def _algos_in_order(algos: set[str]) -> list[str]:
+    return [a for a in COMPARED if a in algos] + sorted(algos - set(COMPARED))
+
+
+def summary_table(rows: list[dict[str, Any]], metric: str = "iqm") -> str:
+    """
+    :param rows: Evaluation rows of finished runs
+    :param metric: ``"iqm"`` or ``"mean"``
+    :return: A markdown table: final return (metric with 95% CI), its ratio to PPO, fps and its ratio, peak memory
+    """
+    label = metric.upper() if metric == "iqm" else metric
+    lines = [
+        f"| env | algo | runs | timesteps | final return, {label} [95% CI] | {label} / PPO | fps (median) | fps / PPO "
+        "| peak RSS MB (median) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    finals = final_rows(rows)
+    for env_id in sorted({r["env"] for r in finals}):
+        by_algo = {
+            algo: [r for r in finals if r["env"] == env_id and r["algo"] == algo]
+            for algo in _algos_in_order({r["algo"] for r in finals if r["env"] == env_id})
+        }
+        points = {a: interval(np.array([r["eval_return_mean"] for r in runs]), metric) for a, runs in by_algo.items()}
+        fps = {a: statistics.median(r["fps"] for r in runs) for a, runs in by_algo.items()}
+        for algo, runs in by_algo.items():
+            point, low, high = points[algo]
+            ratio, fps_ratio = "n/a", "n/a"
+            if "ppo" in points:
+                reference = points["ppo"][0]
+                # A ratio of returns means something only when both are positive (Pendulum's are negative).
+                ratio = f"{point / reference:.2f}" if point > 0 and reference > 0 else "n/a (returns ≤ 0)"
+                fps_ratio = f"{fps[algo] / fps['ppo']:.2f}"
+            timesteps = "/".join(str(t) for t in sorted({r["timesteps"] for r in runs}))
+            memory = statistics.median(r["peak_rss_mb"] for r in runs)
+            lines.append(
+                f"| {env_id} | {algo} | {len(runs)} | {timesteps} | {point:.1f} [{low:.1f}, {high:.1f}] | {ratio} "
+                f"| {fps[algo]:.0f} | {fps_ratio} | {memory:.0f} |"
+            )
+    return "\n".join(lines)
+
+
+def plot_curves(rows: list[dict[str, Any]], out: Path, metric: str = "iqm") -> list[Path]:
+    """
+    One PNG per env: the metric over seeds of the evaluation return vs env steps, with 95% bootstrap bands (rliable).
+    Only evaluation points that every run of the env has are drawn.
+
+    :param rows: Evaluation rows of finished runs
+    :param out: Output directory
+    :param metric: ``"iqm"`` or ``"mean"``
+    :return: Paths of the written images
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rliable import library as rly
+    from rliable import plot_utils
+
+    aggregate = _iqm_or_mean(metric)
+    paths = []
+    for env_id in sorted({r["env"] for r in rows}):
+        env_rows = [r for r in rows if r["env"] == env_id]
+        runs = sorted({(r["algo"], r["seed"]) for r in env_rows})
+        steps = sorted(set.intersection(*({r["timesteps"] for r in env_rows if (r["algo"], r["seed"]) == k} for k in runs)))
+        if not steps:
+            continue
+        scores = {}
+        for algo in _algos_in_order({r["algo"] for r in env_rows}):
+            table = {(r["seed"], r["timesteps"]): r["eval_return_mean"] for r in env_rows if r["algo"] == algo}
+            seeds = sorted({seed for seed, _ in table})
+            scores[algo] = np.array([[[table[(seed, t)] for t in steps]] for seed in seeds])  # (runs, 1 task, points)
+        points, cis = rly.get_interval_estimates(
+            scores,
+            lambda s: np.array([aggregate(s[..., i]) for i in range(s.shape[-1])]),
+            reps=2000,
+            random_state=np.random.RandomState(0),
+        )
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        plot_utils.plot_sample_efficiency_curve(
+            np.array(steps),
+            points,
+            cis,
+            algorithms=list(scores),
+            xlabel="env steps",
+            ylabel=f"evaluation return ({metric.upper() if metric == 'iqm' else metric}, 95% CI)",
+            ax=ax,
+            labelsize="large",
+            ticklabelsize="large",
+        )
+        ax.set_title(f"{env_id}: " + ", ".join(f"{a} ({len(s)} seeds)" for a, s in scores.items()))
+        ax.legend()
+        fig.tight_layout()
+        path = out / f"curves_{env_id}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def commands(out: Path) -> list[str]:
+    """:return: Commands that re-run every finished run of ``out``, one per group of shared settings"""
+    groups: dict[tuple[int, int, int, int], list[RunSpec]] = {}
+    for spec in finished_specs(out).values():
+        groups.setdefault((spec.timesteps, spec.eval_freq, spec.n_eval_episodes, spec.n_threads), []).append(spec)
+    lines = []
+    for (timesteps, eval_freq, n_eval_episodes, n_threads), specs in sorted(groups.items()):
+        envs = " ".join(f"--env {e}" for e in sorted({s.env for s in specs}))
+        algos = " ".join(_algos_in_order({s.algo for s in specs}))
+        seeds = sorted({s.seed for s in specs})
+        seed_args = f"--seeds {len(seeds)}" + (f" --first-seed {seeds[0]}" if seeds[0] else "")
+        if seeds != list(range(seeds[0], seeds[0] + len(seeds))):
+            seed_args = f"--seed-list {' '.join(map(str, seeds))}"
+        lines.append(
+            f"sb3-ncdpo compare {envs} --algos {algos} {seed_args} --timesteps {timesteps} --eval-freq {eval_freq} "
+            f"--n-eval-episodes {n_eval_episodes} --threads {n_threads} --out {out}"
+        )
+    return lines
+
+
+def report(out: Path, metric: str = "iqm") -> str:
+    """
+    Write ``results.csv``, the curve PNGs and ``summary.md`` from the finished runs of ``out``.
+
+    :return: The summary table
+    """
+    rows = load_rows(out)
+    if not rows:
+        return "no finished run"
+    rows.sort(key=lambda r: (r["env"], r["algo"], r["seed"], r["timesteps"]))
+    _write_atomically(out / "results.csv", _to_csv(rows))
+    table = summary_table(rows, metric)
+    images = plot_curves(rows, out, metric)
+    cpu_hours = sum(r["wall_time_s"] for r in final_rows(rows)) / 3600
+    text = (
+        f"{table}\n\nFinal return: deterministic evaluation at the end of training; fps: env steps per second of "
+        "training (evaluation time excluded). Learning curves: "
+        + ", ".join(f"[{p.name}]({p.name})" for p in images)
+        + f".\n\nReproduce (about {cpu_hours:.1f} CPU-hours of training; `--n-jobs` runs in parallel):\n\n"
+        + "\n".join(f"    {c}" for c in commands(out))
+        + "\n"
+    )
+    _write_atomically(out / "summary.md", text)
+    return table
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse and validate the command line (every check happens before anything runs)."""
+    parser = argparse.ArgumentParser(
+        prog="sb3-ncdpo compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--env", action="extend", nargs="+", required=True, help="env id(s); repeat or list several")
+    parser.add_argument("--algos", nargs="+", default=["ncdpo", "ppo"], help=f"algorithms, among {COMPARED}")
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds per (algo, env)")
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--seed-list", type=int, nargs="+", help="explicit seeds (instead of --seeds/--first-seed)")
+    parser.add_argument("--timesteps", type=int, required=True, help="training budget per run, in env steps")
+    parser.add_argument("--eval-freq", type=int, help="env steps between evaluations (default: timesteps / 10)")
+    parser.add_argument("--n-eval-episodes", type=int, default=10)
+    parser.add_argument("--n-jobs", type=int, default=1, help="runs in parallel processes")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--metric", choices=METRICS, default="iqm", help="aggregate over seeds")
+    parser.add_argument("--out", type=Path, required=True, help="output directory (finished runs in it are reused)")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from finished runs, run nothing")
+    args = parser.parse_args(argv)
+    for name in ("seeds", "timesteps", "n_eval_episodes", "n_jobs", "threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be an int >= 1, got {getattr(args, name)}")
+    if args.eval_freq is None:
+        args.eval_freq = max(args.timesteps // 10, 1)
+    elif args.eval_freq < 1:
+        parser.error(f"--eval-freq must be an int >= 1, got {args.eval_freq}")
+    unknown = [a for a in args.algos if a not in COMPARED]
+    if unknown:
+        parser.error(f"--algos must be among {list(COMPARED)}, got {unknown}")
+    from sb3_ncdpo.zoo import load_hyperparams
+
+    for algo in args.algos:
+        for env_id in args.env:
+            try:
+                load_hyperparams(algo, env_id)
+            except ValueError as error:
+                parser.error(f"--env {env_id} with --algos {algo}: {error}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """
+    :param argv: Arguments after ``compare`` (``sys.argv[1:]`` by default)
+    """
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    seeds = args.seed_list or list(range(args.first_seed, args.first_seed + args.seeds))
+    specs = [
+        RunSpec(algo, env_id, seed, args.timesteps, args.eval_freq, args.n_eval_episodes, args.threads)
+        for env_id in args.env
+        for seed in seeds
+        for algo in args.algos
+    ]
+    failures = [] if args.report_only else execute(specs, args.out, args.n_jobs)
+    print(report(args.out, args.metric))
+    if failures:
+        lines = "\n".join(f"  {f.spec.name}: {f.error}" for f in failures)
+        sys.exit(f"{len(failures)} run(s) failed (finished runs are kept; re-run the command to retry):\n{lines}")
+
+
+if __name__ == "__main__":
+    main()
