@@ -18,11 +18,14 @@ import argparse
 import csv
 import json
 import os
+import re
 import resource
 import statistics
 import sys
+import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -50,6 +53,10 @@ class RunSpec:
     :param eval_freq: Env steps between two evaluations
     :param n_eval_episodes: Episodes per evaluation
     :param n_threads: Torch threads of the run
+    :param policy_kwargs: Overrides of the entry's ``policy_kwargs``, a Python dict expression (``nn`` and ``th``
+        in scope, as in rl-zoo3's files); ``""`` for none
+    :param label: Name of the variant in the results (default: ``algo``), so that variants of one algorithm (e.g.
+        several K) sit side by side in one comparison
     """
 
     algo: str
@@ -59,11 +66,18 @@ class RunSpec:
     eval_freq: int
     n_eval_episodes: int
     n_threads: int = 1
+    policy_kwargs: str = ""
+    label: str = ""
+
+    @property
+    def variant(self) -> str:
+        """The run's name in the results: its label, or its algorithm."""
+        return self.label or self.algo
 
     @property
     def name(self) -> str:
         """File stem of the run in ``<out>/runs``."""
-        return f"{self.algo}__{self.env}__seed{self.seed}"
+        return f"{self.variant}__{self.env}__seed{self.seed}"
 
 
 def algorithm_class(algo: str) -> Any:
@@ -127,6 +141,23 @@ def sync_eval_env(model: Any, eval_env: Any) -> None:
     sync_envs_normalization(model.get_env(), eval_env)
 
 
+def parse_policy_kwargs(expression: str) -> dict[str, Any]:
+    """
+    :param expression: A Python dict expression such as ``"dict(n_denoising_steps=5)"`` (``""``: no override)
+    :return: The dict
+    :raises ValueError: if it does not evaluate to a dict
+    """
+    if not expression:
+        return {}
+    import torch as th
+    from torch import nn
+
+    value = eval(expression, {"dict": dict, "nn": nn, "th": th})
+    if not isinstance(value, dict):
+        raise ValueError(f"policy_kwargs must be a dict expression such as 'dict(n_denoising_steps=5)', got {expression!r}")
+    return value
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
@@ -151,7 +182,7 @@ def run_one(spec: RunSpec, out: Path, progress_bar: bool = False) -> Path:
     from stable_baselines3.common.evaluation import evaluate_policy
 
     th.set_num_threads(spec.n_threads)
-    model, eval_env = make_model(spec.algo, spec.env, spec.seed)
+    model, eval_env = make_model(spec.algo, spec.env, spec.seed, policy_kwargs=parse_policy_kwargs(spec.policy_kwargs))
     rows: list[dict[str, Any]] = []
     clock = {"start": 0.0, "eval": 0.0}
 
@@ -159,7 +190,7 @@ def run_one(spec: RunSpec, out: Path, progress_bar: bool = False) -> Path:
         train_seconds = time.perf_counter() - clock["start"] - clock["eval"]
         rows.append(
             dict(
-                algo=spec.algo,
+                algo=spec.variant,
                 env=spec.env,
                 seed=spec.seed,
                 timesteps=timesteps,
@@ -183,15 +214,17 @@ def run_one(spec: RunSpec, out: Path, progress_bar: bool = False) -> Path:
             return keep_going
 
     n_envs = model.get_env().num_envs
-    callback = TimedEval(
-        eval_env,
-        eval_freq=max(spec.eval_freq // n_envs, 1),
-        n_eval_episodes=spec.n_eval_episodes,
-        deterministic=True,
-        verbose=0,
-    )
-    clock["start"] = time.perf_counter()
-    model.learn(spec.timesteps, callback=callback, progress_bar=progress_bar)
+    with tempfile.TemporaryDirectory() as log_path:  # EvalCallback keeps each evaluation's episodes only with a log path
+        callback = TimedEval(
+            eval_env,
+            eval_freq=max(spec.eval_freq // n_envs, 1),
+            n_eval_episodes=spec.n_eval_episodes,
+            log_path=log_path,
+            deterministic=True,
+            verbose=0,
+        )
+        clock["start"] = time.perf_counter()
+        model.learn(spec.timesteps, callback=callback, progress_bar=progress_bar)
     if not rows or rows[-1]["timesteps"] != model.num_timesteps:
         start = time.perf_counter()
         sync_eval_env(model, eval_env)
@@ -316,16 +349,22 @@ def interval(scores: np.ndarray, metric: str, reps: int = 5000) -> tuple[float, 
     :param reps: Bootstrap repetitions
     :return: ``(point, low, high)``: the metric and its 95% stratified-bootstrap interval (rliable)
     """
-    from rliable import library as rly
 
     aggregate = _iqm_or_mean(metric)
-    points, cis = rly.get_interval_estimates(
-        {"x": scores.reshape(-1, 1)},
-        lambda s: np.array([aggregate(s)]),
-        reps=reps,
-        random_state=np.random.RandomState(0),
-    )
+    points, cis = _seeded_interval_estimates({"x": scores.reshape(-1, 1)}, lambda s: np.array([aggregate(s)]), reps)
     return float(points["x"][0]), float(cis["x"][0, 0]), float(cis["x"][1, 0])
+
+
+def _seeded_interval_estimates(
+    scores: dict[str, np.ndarray], func: Callable[[np.ndarray], np.ndarray], reps: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """rliable's stratified bootstrap with a fixed seed, so that a report is reproducible from the same runs."""
+    from rliable import library as rly
+
+    with warnings.catch_warnings():
+        # rliable passes its RandomState to arch, which deprecates that argument (rliable 1.2, arch 7)
+        warnings.simplefilter("ignore", FutureWarning)
+        return rly.get_interval_estimates(scores, func, reps=reps, random_state=np.random.RandomState(0))
 
 
 def final_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -339,7 +378,12 @@ def final_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _algos_in_order(algos: set[str]) -> list[str]:
-    return [a for a in COMPARED if a in algos] + sorted(algos - set(COMPARED))
+    """:return: The algorithms of :data:`COMPARED` first, then variants in natural order (``ncdpo-K2`` < ``ncdpo-K10``)"""
+
+    def natural(name: str) -> list[Any]:
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+    return [a for a in COMPARED if a in algos] + sorted(algos - set(COMPARED), key=natural)
 
 
 def summary_table(rows: list[dict[str, Any]], metric: str = "iqm") -> str:
@@ -393,7 +437,6 @@ def plot_curves(rows: list[dict[str, Any]], out: Path, metric: str = "iqm") -> l
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from rliable import library as rly
     from rliable import plot_utils
 
     aggregate = _iqm_or_mean(metric)
@@ -409,11 +452,8 @@ def plot_curves(rows: list[dict[str, Any]], out: Path, metric: str = "iqm") -> l
             table = {(r["seed"], r["timesteps"]): r["eval_return_mean"] for r in env_rows if r["algo"] == algo}
             seeds = sorted({seed for seed, _ in table})
             scores[algo] = np.array([[[table[(seed, t)] for t in steps]] for seed in seeds])  # (runs, 1 task, points)
-        points, cis = rly.get_interval_estimates(
-            scores,
-            lambda s: np.array([aggregate(s[..., i]) for i in range(s.shape[-1])]),
-            reps=2000,
-            random_state=np.random.RandomState(0),
+        points, cis = _seeded_interval_estimates(
+            scores, lambda s: np.array([aggregate(s[..., i]) for i in range(s.shape[-1])]), reps=2000
         )
         fig, ax = plt.subplots(figsize=(7, 4.5))
         plot_utils.plot_sample_efficiency_curve(
@@ -439,11 +479,12 @@ def plot_curves(rows: list[dict[str, Any]], out: Path, metric: str = "iqm") -> l
 
 def commands(out: Path) -> list[str]:
     """:return: Commands that re-run every finished run of ``out``, one per group of shared settings"""
-    groups: dict[tuple[int, int, int, int], list[RunSpec]] = {}
+    groups: dict[tuple[int, int, int, int, str, str], list[RunSpec]] = {}
     for spec in finished_specs(out).values():
-        groups.setdefault((spec.timesteps, spec.eval_freq, spec.n_eval_episodes, spec.n_threads), []).append(spec)
+        key = (spec.timesteps, spec.eval_freq, spec.n_eval_episodes, spec.n_threads, spec.policy_kwargs, spec.label)
+        groups.setdefault(key, []).append(spec)
     lines = []
-    for (timesteps, eval_freq, n_eval_episodes, n_threads), specs in sorted(groups.items()):
+    for (timesteps, eval_freq, n_eval_episodes, n_threads, policy_kwargs, label), specs in sorted(groups.items()):
         envs = " ".join(f"--env {e}" for e in sorted({s.env for s in specs}))
         algos = " ".join(_algos_in_order({s.algo for s in specs}))
         seeds = sorted({s.seed for s in specs})
@@ -453,6 +494,8 @@ def commands(out: Path) -> list[str]:
         lines.append(
             f"sb3-ncdpo compare {envs} --algos {algos} {seed_args} --timesteps {timesteps} --eval-freq {eval_freq} "
             f"--n-eval-episodes {n_eval_episodes} --threads {n_threads} --out {out}"
+            + (f' --policy-kwargs "{policy_kwargs}"' if policy_kwargs else "")
+            + (f" --label {label}" if label else "")
         )
     return lines
 
@@ -498,6 +541,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--n-eval-episodes", type=int, default=10)
     parser.add_argument("--n-jobs", type=int, default=1, help="runs in parallel processes")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--policy-kwargs", default="", help='overrides, a dict expression: "dict(n_denoising_steps=5)"')
+    parser.add_argument("--label", default="", help="name of this variant in the results (needs a single --algos)")
     parser.add_argument("--metric", choices=METRICS, default="iqm", help="aggregate over seeds")
     parser.add_argument("--out", type=Path, required=True, help="output directory (finished runs in it are reused)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from finished runs, run nothing")
@@ -512,6 +557,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     unknown = [a for a in args.algos if a not in COMPARED]
     if unknown:
         parser.error(f"--algos must be among {list(COMPARED)}, got {unknown}")
+    if args.label and len(args.algos) != 1:
+        parser.error(f"--label names one variant: give a single --algos, got {args.algos}")
+    if "__" in args.label:
+        parser.error(f"--label must not contain '__' (it separates the parts of run file names), got {args.label!r}")
+    try:
+        overrides = parse_policy_kwargs(args.policy_kwargs)
+        if "ncdpo" in args.algos:
+            from sb3_ncdpo.common.policies import check_policy_kwargs
+
+            check_policy_kwargs(overrides)
+    except Exception as error:
+        parser.error(f"--policy-kwargs: {error}")
     from sb3_ncdpo.zoo import load_hyperparams
 
     for algo in args.algos:
@@ -531,7 +588,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     seeds = args.seed_list or list(range(args.first_seed, args.first_seed + args.seeds))
     specs = [
-        RunSpec(algo, env_id, seed, args.timesteps, args.eval_freq, args.n_eval_episodes, args.threads)
+        RunSpec(
+            algo,
+            env_id,
+            seed,
+            args.timesteps,
+            args.eval_freq,
+            args.n_eval_episodes,
+            args.threads,
+            args.policy_kwargs,
+            args.label,
+        )
         for env_id in args.env
         for seed in seeds
         for algo in args.algos

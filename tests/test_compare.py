@@ -1,0 +1,95 @@
+"""``sb3-ncdpo compare`` end to end at a tiny budget: files, table rows, resume, and a broken run."""
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+from sb3_ncdpo.cli import main as cli
+from sb3_ncdpo.compare import FIELDS, RunSpec, execute, finished_specs, report
+
+ENV = "InvertedPendulum-v5"
+TINY = ["--env", ENV, "--timesteps", "64", "--eval-freq", "32", "--n-eval-episodes", "1", "--n-jobs", "2"]
+
+
+def fail_for_ppo(spec: RunSpec, out: Path, progress_bar: bool) -> Path:
+    """A runner whose PPO runs break (module level: the runs execute in spawned processes)."""
+    if spec.algo == "ppo":
+        raise RuntimeError("simulated crash")
+    from sb3_ncdpo.compare import run_one
+
+    return run_one(spec, out, progress_bar)
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("compare")
+    cli(["compare", *TINY, "--algos", "ncdpo", "ppo", "--seeds", "2", "--out", str(out)])
+    return out
+
+
+def test_files_exist_and_parse(compared):
+    with open(compared / "results.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert list(rows[0]) == FIELDS
+    runs = {(r["algo"], r["seed"]) for r in rows}
+    assert runs == {("ncdpo", "0"), ("ncdpo", "1"), ("ppo", "0"), ("ppo", "1")}
+    for algo, seed in runs:
+        steps = [int(r["timesteps"]) for r in rows if (r["algo"], r["seed"]) == (algo, seed)]
+        assert steps == [32, 64], (algo, seed, steps)  # the evaluation schedule, last point = the budget
+    assert all(float(r["fps"]) > 0 and float(r["peak_rss_mb"]) > 50 for r in rows)
+    assert (compared / f"curves_{ENV}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_summary_has_one_row_per_algo_and_the_command(compared):
+    summary = (compared / "summary.md").read_text()
+    table = [line for line in summary.splitlines() if line.startswith(f"| {ENV} |")]
+    assert [line.split("|")[2].strip() for line in table] == ["ncdpo", "ppo"]
+    assert all(line.split("|")[3].strip() == "2" for line in table)  # runs per algo
+    assert table[1].split("|")[8].strip() == "1.00"  # PPO's fps ratio to itself
+    assert "sb3-ncdpo compare --env InvertedPendulum-v5 --algos ncdpo ppo --seeds 2 --timesteps 64" in summary
+
+
+def test_resume_reuses_finished_runs(compared, capsys):
+    before = {p.name: p.stat().st_mtime_ns for p in (compared / "runs").iterdir()}
+    cli(["compare", *TINY, "--algos", "ncdpo", "ppo", "--seeds", "3", "--out", str(compared)])
+    assert "reusing 4 finished run(s)" in capsys.readouterr().out
+    after = {p.name: p.stat().st_mtime_ns for p in (compared / "runs").iterdir()}
+    assert all(after[name] == mtime for name, mtime in before.items())  # untouched
+    assert set(after) - set(before) == {f"{a}__{ENV}__seed2.{ext}" for a in ("ncdpo", "ppo") for ext in ("csv", "json")}
+
+
+def test_other_settings_in_the_same_out_are_refused(compared):
+    with pytest.raises(ValueError, match="use another --out"):
+        cli(["compare", *TINY[:2], "--timesteps", "128", "--algos", "ppo", "--seeds", "1", "--out", str(compared)])
+
+
+def test_a_broken_run_is_reported_and_erases_nothing(tmp_path):
+    specs = [RunSpec(algo, ENV, 0, 64, 32, 1) for algo in ("ncdpo", "ppo")]
+    failures = execute(specs, tmp_path, n_jobs=2, runner=fail_for_ppo)
+    assert [(f.spec.algo, "simulated crash" in f.error) for f in failures] == [("ppo", True)]
+    assert list(finished_specs(tmp_path)) == [f"ncdpo__{ENV}__seed0"]
+    assert not (tmp_path / "runs" / f"ppo__{ENV}__seed0.json").exists()
+    assert "| ncdpo | 1 |" in report(tmp_path)
+    # A second attempt runs only what is missing, and keeps the finished run's file as it was.
+    finished = (tmp_path / "runs" / f"ncdpo__{ENV}__seed0.csv").stat().st_mtime_ns
+    assert execute(specs, tmp_path, n_jobs=1) == []
+    assert (tmp_path / "runs" / f"ncdpo__{ENV}__seed0.csv").stat().st_mtime_ns == finished
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--algos", "sac"], "--algos must be among"),
+        (["--env", "NoSuchEnv-v0"], "has no entry"),
+        (["--seeds", "0"], "--seeds must be an int >= 1"),
+        (["--policy-kwargs", "dict(n_denoising_steps=0)"], "n_denoising_steps must be an int >= 1"),
+        (["--label", "k5"], "give a single --algos"),
+    ],
+)
+def test_bad_arguments_fail_before_anything_runs(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit):
+        cli(["compare", "--env", ENV, "--timesteps", "64", "--out", str(tmp_path / "out"), *args])
+    assert message in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out")
