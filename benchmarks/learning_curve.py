@@ -11,10 +11,12 @@ Example (the runs quoted in the README)::
 
 import argparse
 
-from ncdpo_vs_ppo import make_model, sync_eval_env
+import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.utils import safe_mean
+
+from sb3_ncdpo.compare import make_model, sync_eval_env
 
 
 class CurveCallback(BaseCallback):
@@ -52,6 +54,7 @@ def main() -> None:
     parser.add_argument("--policy-kwargs", default="dict()", help="overrides, a Python dict expression")
     parser.add_argument("--algo-kwargs", default="dict()", help="overrides, a Python dict expression")
     args = parser.parse_args()
+    th.set_num_threads(1)
     policy_kwargs, algo_kwargs = eval(args.policy_kwargs, {"dict": dict}), eval(args.algo_kwargs, {"dict": dict})
     model, eval_env = make_model(args.algo, args.env, args.seed, policy_kwargs, algo_kwargs)
     print(f"{args.algo} on {args.env}, seed {args.seed}, policy overrides {policy_kwargs}, algo overrides {algo_kwargs}")

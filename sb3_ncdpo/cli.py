@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] not in COMMANDS:
         given = repr(args[0]) if args else "nothing"
-        sys.exit(f"usage: sb3-ncdpo {{{','.join(COMMANDS)}}} [rl-zoo3 flags]; got {given}")
+        sys.exit(f"usage: sb3-ncdpo {{{','.join(COMMANDS)}}} [flags] (rl-zoo3's flags, or compare's: --help); got {given}")
     command, zoo_args = args[0], args[1:]
     if command == "compare":
         from sb3_ncdpo.compare import main as compare
