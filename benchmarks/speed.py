@@ -11,6 +11,10 @@ Example::
     python benchmarks/speed.py --env Hopper-v5 --ks 1 2 5 10 20 --timesteps 4096 --repeats 3
 
 Prints a table and writes it to ``<out>/speed_<env>.md`` with the command; raw rows go to ``<out>/speed_<env>.csv``.
+To measure an older version of the package (the "before" of a speed change), put a worktree of it first on the path::
+
+    git worktree add /tmp/before 83742e0
+    PYTHONPATH=/tmp/before python benchmarks/speed.py --env Hopper-v5 --ks 10 --out benchmarks/results/speed/before
 """
 
 import argparse
@@ -18,11 +22,14 @@ import csv
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 FIELDS = ["algo", "k", "repeat", "timesteps", "fps", "rollout_s", "update_s", "minibatch_ms", "peak_rss_mb"]
 
@@ -36,10 +43,12 @@ def measure(algo: str, env_id: str, k: int, timesteps: int, repeat: int) -> dict
     from torch import nn
 
     from sb3_ncdpo import NCDPO
-    from sb3_ncdpo.zoo import load_hyperparams
 
     th.set_num_threads(1)
-    hyperparams = load_hyperparams("ppo", env_id)
+    # Read from this checkout's file, not through the package, so that the script also measures older versions of
+    # the package (PYTHONPATH=<a worktree of an older commit>): the "before" of a speed change.
+    with open(Path(__file__).resolve().parent.parent / "hyperparams" / "ppo.yml") as file:
+        hyperparams = dict(yaml.safe_load(file)[env_id])
     for key in ("n_timesteps", "policy"):
         hyperparams.pop(key, None)
     env = make_vec_env(env_id, n_envs=hyperparams.pop("n_envs", 1), seed=repeat)
@@ -140,8 +149,13 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(rows)
     table = summarise(rows)
+    import sb3_ncdpo
+
     reproduce = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
-    (args.out / f"{stem}.md").write_text(f"{table}\n\nReproduce (nothing else running):\n\n    {reproduce}\n")
+    source = Path(sb3_ncdpo.__file__).resolve().parent.parent
+    git = subprocess.run(["git", "-C", str(source), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    where = f"sb3_ncdpo from commit {git.stdout.strip() or 'unknown'}"
+    (args.out / f"{stem}.md").write_text(f"{table}\n\nReproduce (nothing else running; {where}):\n\n    {reproduce}\n")
     print(table)
 
 

@@ -467,7 +467,9 @@ def plot_curves(rows: list[dict[str, Any]], out: Path, metric: str = "iqm") -> l
             labelsize="large",
             ticklabelsize="large",
         )
-        ax.set_title(f"{env_id}: " + ", ".join(f"{a} ({len(s)} seeds)" for a, s in scores.items()))
+        counts = {len(s) for s in scores.values()}
+        per_algo = ", ".join(f"{a}: {len(s)}" for a, s in scores.items())
+        ax.set_title(f"{env_id} ({counts.pop()} seeds each)" if len(counts) == 1 else f"{env_id} (seeds: {per_algo})")
         ax.legend()
         fig.tight_layout()
         path = out / f"curves_{env_id}.png"
