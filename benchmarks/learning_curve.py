@@ -15,8 +15,10 @@ import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.utils import safe_mean
+from stable_baselines3.common.vec_env import sync_envs_normalization
 
-from sb3_ncdpo.compare import make_model, sync_eval_env
+from sb3_ncdpo.compare import make_model
+from sb3_ncdpo.zoo import eval_policy_kwargs
 
 
 class CurveCallback(BaseCallback):
@@ -31,7 +33,7 @@ class CurveCallback(BaseCallback):
         self.n_rollouts += 1
         if self.n_rollouts % self.every:
             return
-        sync_eval_env(self.model, self.eval_env)
+        sync_envs_normalization(self.model.get_env(), self.eval_env)
         deterministic, _ = evaluate_policy(self.model, self.eval_env, self.n_eval_episodes, deterministic=True)
         logged = self.model.logger.name_to_value
         keys = ("train/approx_kl", "train/clip_fraction", "train/std")
@@ -55,7 +57,7 @@ def main() -> None:
     parser.add_argument("--algo-kwargs", default="dict()", help="overrides, a Python dict expression")
     args = parser.parse_args()
     th.set_num_threads(1)
-    policy_kwargs, algo_kwargs = eval(args.policy_kwargs, {"dict": dict}), eval(args.algo_kwargs, {"dict": dict})
+    policy_kwargs, algo_kwargs = eval_policy_kwargs(args.policy_kwargs), eval(args.algo_kwargs, {"dict": dict})
     model, eval_env = make_model(args.algo, args.env, args.seed, policy_kwargs, algo_kwargs)
     print(f"{args.algo} on {args.env}, seed {args.seed}, policy overrides {policy_kwargs}, algo overrides {algo_kwargs}")
     print("| timesteps | rollout return | deterministic return | approx_kl | clip_fraction | std |\n|---|---|---|---|---|---|")

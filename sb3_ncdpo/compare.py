@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from sb3_ncdpo.zoo import ALGORITHMS, eval_policy_kwargs, load_hyperparams
+
 #: Algorithms that ``compare`` can run, by name; each needs a packaged ``hyperparams/<name>.yml``.
 COMPARED = ("ncdpo", "ppo")
 FIELDS = ["algo", "env", "seed", "timesteps", "eval_return_mean", "eval_return_std", "wall_time_s", "fps", "peak_rss_mb"]
@@ -87,8 +89,6 @@ def algorithm_class(algo: str) -> Any:
     """
     from stable_baselines3 import PPO
 
-    from sb3_ncdpo.zoo import ALGORITHMS
-
     classes = {**ALGORITHMS, "ppo": PPO}
     if algo not in classes:
         raise ValueError(f"algo must be one of {sorted(classes)}, got {algo!r}")
@@ -104,7 +104,7 @@ def make_model(
 ) -> tuple[Any, Any]:
     """
     Build a model with the packaged hyperparameters (plus overrides) and its evaluation env, which normalises
-    observations like the training env (statistics synced by SB3's ``EvalCallback`` or :func:`sync_eval_env`) and
+    observations like the training env (statistics synced by SB3's ``EvalCallback`` or ``sync_envs_normalization``) and
     leaves rewards unnormalised.
 
     :param algo: Algorithm name
@@ -116,8 +116,6 @@ def make_model(
     """
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
-
-    from sb3_ncdpo.zoo import load_hyperparams
 
     hyperparams = load_hyperparams(algo, env_id)
     n_envs = hyperparams.pop("n_envs", 1)
@@ -132,30 +130,6 @@ def make_model(
         env = VecNormalize(env, gamma=hyperparams.get("gamma", 0.99))
         eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
     return algorithm_class(algo)(policy, env, seed=seed, device="cpu", **hyperparams), eval_env
-
-
-def sync_eval_env(model: Any, eval_env: Any) -> None:
-    """Copy the training env's observation normalisation (if any) to the evaluation env."""
-    from stable_baselines3.common.vec_env import sync_envs_normalization
-
-    sync_envs_normalization(model.get_env(), eval_env)
-
-
-def parse_policy_kwargs(expression: str) -> dict[str, Any]:
-    """
-    :param expression: A Python dict expression such as ``"dict(n_denoising_steps=5)"`` (``""``: no override)
-    :return: The dict
-    :raises ValueError: if it does not evaluate to a dict
-    """
-    if not expression:
-        return {}
-    import torch as th
-    from torch import nn
-
-    value = eval(expression, {"dict": dict, "nn": nn, "th": th})
-    if not isinstance(value, dict):
-        raise ValueError(f"policy_kwargs must be a dict expression such as 'dict(n_denoising_steps=5)', got {expression!r}")
-    return value
 
 
 def _peak_rss_mb() -> float:
@@ -180,9 +154,10 @@ def run_one(spec: RunSpec, out: Path, progress_bar: bool = False) -> Path:
     import torch as th
     from stable_baselines3.common.callbacks import EvalCallback
     from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import sync_envs_normalization
 
     th.set_num_threads(spec.n_threads)
-    model, eval_env = make_model(spec.algo, spec.env, spec.seed, policy_kwargs=parse_policy_kwargs(spec.policy_kwargs))
+    model, eval_env = make_model(spec.algo, spec.env, spec.seed, policy_kwargs=eval_policy_kwargs(spec.policy_kwargs))
     rows: list[dict[str, Any]] = []
     clock = {"start": 0.0, "eval": 0.0}
 
@@ -227,7 +202,7 @@ def run_one(spec: RunSpec, out: Path, progress_bar: bool = False) -> Path:
         model.learn(spec.timesteps, callback=callback, progress_bar=progress_bar)
     if not rows or rows[-1]["timesteps"] != model.num_timesteps:
         start = time.perf_counter()
-        sync_eval_env(model, eval_env)
+        sync_envs_normalization(model.get_env(), eval_env)
         mean, std = evaluate_policy(model, eval_env, n_eval_episodes=spec.n_eval_episodes, deterministic=True)
         clock["eval"] += time.perf_counter() - start
         record(model.num_timesteps, float(mean), float(std))  # type: ignore[arg-type]
@@ -564,14 +539,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if "__" in args.label:
         parser.error(f"--label must not contain '__' (it separates the parts of run file names), got {args.label!r}")
     try:
-        overrides = parse_policy_kwargs(args.policy_kwargs)
+        overrides = eval_policy_kwargs(args.policy_kwargs)
         if "ncdpo" in args.algos:
             from sb3_ncdpo.common.policies import check_policy_kwargs
 
             check_policy_kwargs(overrides)
     except Exception as error:
         parser.error(f"--policy-kwargs: {error}")
-    from sb3_ncdpo.zoo import load_hyperparams
 
     for algo in args.algos:
         for env_id in args.env:

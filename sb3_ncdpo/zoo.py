@@ -39,7 +39,6 @@ def load_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
     :return: A fresh dict of the entry's values
     :raises ValueError: if the file or the entry does not exist, listing the known entries
     """
-    import torch as th
     import yaml
 
     path = hyperparams_file(algo)
@@ -51,8 +50,26 @@ def load_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
         raise ValueError(f"env {env_id!r} has no entry in {path}; known: {sorted(table)}")
     hyperparams = dict(table[env_id])
     if isinstance(hyperparams.get("policy_kwargs"), str):
-        hyperparams["policy_kwargs"] = eval(hyperparams["policy_kwargs"], {"dict": dict, "nn": nn, "th": th})
+        hyperparams["policy_kwargs"] = eval_policy_kwargs(hyperparams["policy_kwargs"])
     return hyperparams
+
+
+def eval_policy_kwargs(expression: str) -> dict[str, Any]:
+    """
+    Evaluate a ``policy_kwargs`` expression as rl-zoo3 does for its files (``dict``, ``nn`` and ``th`` in scope).
+
+    :param expression: e.g. ``"dict(n_denoising_steps=5, activation_fn=nn.ReLU)"``; ``""`` for no override
+    :return: The dict
+    :raises ValueError: if it does not evaluate to a dict
+    """
+    if not expression:
+        return {}
+    import torch as th
+
+    value = eval(expression, {"dict": dict, "nn": nn, "th": th})
+    if not isinstance(value, dict):
+        raise ValueError(f"policy_kwargs must be a dict expression such as 'dict(n_denoising_steps=5)', got {expression!r}")
+    return value
 
 
 def convert_ncdpo_params(params: dict[str, Any]) -> dict[str, Any]:
