@@ -102,16 +102,25 @@ def test_ddpm_with_true_noise_recovers_x0_and_posterior_mean():
         dict(sampler="ddim", ddim_eta=0.7, x0_clip=0.5),
         dict(sampler="ddim", ddim_eta=1.0, x0_clip=None),
         dict(sampler="ddpm", noise_schedule="linear", x0_clip=0.3),
+        dict(sampler="ddpm", prediction_type="sample"),
+        dict(sampler="ddpm", prediction_type="sample", x0_clip=None),
+        dict(sampler="ddim", ddim_eta=0.5, prediction_type="sample", x0_clip=0.5),
     ],
 )
 def test_fused_step_mean_equals_the_textbook_step(settings):
-    """step_mean's fused form equals: x0 = clip((x - sqrt(1-abar) eps) / sqrt(abar)), then the sampler's mean."""
+    """
+    step_mean's fused form equals: x0 = clip((x - sqrt(1-abar) eps) / sqrt(abar)) (epsilon-prediction) or
+    x0 = clip(prediction) (sample-prediction), then the sampler's mean.
+    """
     chain = make_chain(n_denoising_steps=8, **settings)
     gen = th.Generator().manual_seed(3)
     for k in range(8, 0, -1):
         x_k = 3 * th.randn(64, 2, generator=gen, dtype=th.float64)  # wide enough that x0 is clipped for some rows
         eps = th.randn(64, 2, generator=gen, dtype=th.float64)
         x0 = chain.predict_x0(x_k, eps, k)
+        if settings.get("prediction_type") == "sample":
+            clip = settings.get("x0_clip", 1.0)
+            th.testing.assert_close(x0, eps if clip is None else eps.clamp(-clip, clip), rtol=0, atol=0)
         i = k - 1
         if settings["sampler"] == "ddpm":
             expected = chain.x0_coef[i] * x0 + chain.xk_coef[i] * x_k
@@ -119,6 +128,19 @@ def test_fused_step_mean_equals_the_textbook_step(settings):
             consistent_eps = (x_k - chain.alpha_bars[i].sqrt() * x0) / (1 - chain.alpha_bars[i]).sqrt()
             expected = chain.x0_coef[i] * x0 + chain.eps_coef[i] * consistent_eps
         th.testing.assert_close(chain.step_mean(x_k, eps, k), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_sample_prediction_with_the_true_x0_stays_on_the_posterior():
+    """Predicting the true x0 makes each DDPM step the exact posterior mean q(x_{k-1} | x_k, x0), whatever x_k."""
+    chain = make_chain(n_denoising_steps=6, prediction_type="sample", x0_clip=None)
+    gen = th.Generator().manual_seed(1)
+    x0 = th.rand(16, 2, generator=gen, dtype=th.float64) * 2 - 1
+    for k in range(6, 0, -1):
+        x_k = th.randn(16, 2, generator=gen, dtype=th.float64)
+        expected = chain.x0_coef[k - 1] * x0 + chain.xk_coef[k - 1] * x_k
+        th.testing.assert_close(chain.step_mean(x_k, x0, k), expected, rtol=1e-12, atol=1e-12)
+    # The last step lands on the prediction itself.
+    th.testing.assert_close(chain.step_mean(th.randn(16, 2, dtype=th.float64), x0, 1), x0, rtol=0, atol=1e-15)
 
 
 def test_x0_clip_and_noise_clip():

@@ -39,6 +39,8 @@ CHAINS = [
     dict(SMALL, fixed_std=0.2, min_step_std=0.1, residual=True, denoiser_hidden_sizes=[32, 32, 32]),
     dict(SMALL, x0_clip_final=False),
     dict(SMALL, x0_clip=None),
+    dict(SMALL, n_denoising_steps=4, prediction_type="sample"),
+    dict(SMALL, sampler="ddim", ddim_eta=0.5, prediction_type="sample", x0_clip=None),
 ]
 
 
@@ -84,6 +86,32 @@ def test_buffer_noise_shape_and_alignment():
         with th.no_grad():
             _, log_prob, _ = model.policy.evaluate_actions(batch.observations, batch.actions, batch.noises)
         assert (log_prob - batch.old_log_prob).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample"])
+def test_initial_exploration_of_a_fresh_policy(prediction_type):
+    """
+    What prediction_type changes at initialisation: with sample-prediction the untrained chain's output barely
+    depends on the noise, so a fresh policy explores like SB3's Gaussian policy (action std = the final-step std);
+    with epsilon-prediction x0_hat = x_k / sqrt(alpha_bar_k) at the first step is clipped to the bounds, and the
+    chain's own noise spreads the actions over most of [-1, 1].
+    """
+    th.manual_seed(0)
+    policy_kwargs = dict(log_std_init=-2.0, prediction_type=prediction_type)
+    policy = NCDPO("MlpPolicy", "Pendulum-v1", n_steps=16, batch_size=8, policy_kwargs=policy_kwargs, seed=0).policy
+    obs = th.tensor([[0.3, -0.2, 0.5]]).repeat(4000, 1)
+    with th.no_grad():
+        actions, *_ = policy.forward_with_noise(obs)
+    final_std = policy.final_std().item()  # exp(-2) = 0.135
+    if prediction_type == "sample":
+        assert actions.std().item() == pytest.approx(final_std, rel=0.15)
+    else:
+        assert actions.std().item() > 4 * final_std
+
+
+def test_bad_prediction_type_is_named():
+    with pytest.raises(ValueError, match=r"prediction_type must be one of \('epsilon', 'sample'\), got 'v'"):
+        NCDPO("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(prediction_type="v"))
 
 
 def test_log_prob_differentiable_wrt_initial_noise():

@@ -5,7 +5,9 @@ Conventions used throughout:
 
 * Denoising steps are numbered ``k = K, K-1, ..., 1``. Step ``k`` maps ``x_k`` to ``x_{k-1}`` and ``x_0`` is the
   clean action. Arrays indexed by step store step ``k`` at position ``k - 1``; ``alpha_bar_0 = 1``.
-* The network predicts the noise (epsilon-prediction): ``eps_theta(x_k, k, s)``.
+* The network predicts either the noise (``prediction_type="epsilon"``, Ho et al. 2020): ``eps_theta(x_k, k, s)``,
+  or the clean action itself (``prediction_type="sample"``): ``x0_theta(x_k, k, s)``. Both give a predicted clean
+  action ``x0_hat`` from which the sampler's step is taken; "the prediction" below means whichever of the two.
 * The *stored noise* of one transition is a tensor of shape ``(K, action_dim)``: row 0 is the initial sample
   ``x_K`` and row ``i >= 1`` is the normal draw ``z`` of the ``i``-th denoising step (step ``k = K - i + 1``), i.e.
   ``(x_K, z_K, ..., z_2)``. The last step (``k = 1``) draws no noise here: its output is the mean of the final
@@ -24,8 +26,10 @@ import torch as th
 
 SAMPLERS = ("ddpm", "ddim")
 NOISE_SCHEDULES = ("cosine", "linear")
+PREDICTION_TYPES = ("epsilon", "sample")
 
-#: ``eps_model(x_k, k) -> eps``: the noise prediction at step ``k`` (conditioning is captured by the callable).
+#: ``eps_model(x_k, k)``: the network's prediction at step ``k`` (the noise, or the clean action with
+#: ``prediction_type="sample"``); the conditioning is captured by the callable.
 EpsModel = Callable[[th.Tensor, int], th.Tensor]
 
 
@@ -92,6 +96,8 @@ class ChainConfig:
         gets none, wherever it is clipped for every noise), at the price of an action mean that can leave the bounds
     :param noise_clip: The sampled normal draws are clipped to ``[-noise_clip, noise_clip]`` (``None``: no clipping)
     :param min_step_std: Floor of the std of the intermediate steps ``k >= 2`` (0: no floor)
+    :param prediction_type: What the network predicts: ``"epsilon"`` (the noise; ``x0_hat`` is derived from it, which
+        divides by ``sqrt(alpha_bar_k)``) or ``"sample"`` (``x0_hat`` directly)
     """
 
     n_denoising_steps: int = 10
@@ -102,12 +108,15 @@ class ChainConfig:
     x0_clip_final: bool = True
     noise_clip: float | None = None
     min_step_std: float = 0.0
+    prediction_type: str = "epsilon"
 
     def __post_init__(self) -> None:
         if not _is_int(self.n_denoising_steps) or self.n_denoising_steps < 1:
             raise ValueError(f"n_denoising_steps must be an int >= 1, got {self.n_denoising_steps!r}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
         if self.noise_schedule not in NOISE_SCHEDULES:
             raise ValueError(f"noise_schedule must be one of {NOISE_SCHEDULES}, got {self.noise_schedule!r}")
         if not isinstance(self.ddim_eta, (int, float)) or not 0.0 <= self.ddim_eta <= 1.0:
@@ -158,18 +167,20 @@ class NoiseConditionedChain:
         self._sqrt_one_minus_abar = th.sqrt(1 - abar).tolist()
         # Noise actually injected at steps k >= 2 (floored); step 1 injects none: its output is the final mean.
         self._noise_std = [max(std, config.min_step_std) for std in self.step_std.tolist()]
+        self._predicts_noise = config.prediction_type == "epsilon"
         self._fused = [self._fused_coefficients(k) for k in range(1, n_steps + 1)]
 
     def _fused_coefficients(self, k: int) -> tuple[float, float, float | None, float]:
         """
         Both samplers' means are ``g * x0 + h * x_k`` once the noise direction is written from ``x0`` and ``x_k``
         (DDPM: ``g = x0_coef``, ``h = xk_coef``; DDIM: ``g = x0_coef - eps_coef * sqrt(abar) / sqrt(1 - abar)``,
-        ``h = eps_coef / sqrt(1 - abar)``), and ``g * clamp(x0, -c, c) = clamp(g * x0, -|g| c, |g| c)``. One step is
-        then ``clamp((x_k - a * eps) * s, -m, m) + h * x_k``: four tensor operations, which is what a step costs on
-        small batches (per-operation overhead dominates there).
+        ``h = eps_coef / sqrt(1 - abar)``), and ``g * clamp(x0, -c, c) = clamp(g * x0, -|g| c, |g| c)``. With
+        epsilon-prediction ``g * x0 = (x_k - a * eps) * s``, so one step is ``clamp((x_k - a * eps) * s, -m, m) + h * x_k``;
+        with sample-prediction it is ``clamp(x0 * s, -m, m) + h * x_k``. Four tensor operations at most, which is what
+        a step costs on small batches (per-operation overhead dominates there).
 
         :param k: Denoising step in ``1..K``
-        :return: ``(a, s, m, h)``, with ``m = None`` where the step does not clip
+        :return: ``(a, s, m, h)``, with ``m = None`` where the step does not clip (``a`` unused for sample-prediction)
         """
         i = k - 1
         sqrt_abar, sqrt_one_minus_abar = self._sqrt_abar[i], self._sqrt_one_minus_abar[i]
@@ -179,7 +190,8 @@ class NoiseConditionedChain:
         else:
             g, h = x0_coef - eps_coef * sqrt_abar / sqrt_one_minus_abar, eps_coef / sqrt_one_minus_abar
         clip = self.config.x0_clip if self._clips(k) else None
-        return sqrt_one_minus_abar, g / sqrt_abar, None if clip is None else abs(g) * clip, h
+        scale = g / sqrt_abar if self._predicts_noise else g
+        return sqrt_one_minus_abar, scale, None if clip is None else abs(g) * clip, h
 
     @property
     def n_steps(self) -> int:
@@ -223,14 +235,17 @@ class NoiseConditionedChain:
             noise = noise.clamp(-self.config.noise_clip, self.config.noise_clip)
         return noise
 
-    def predict_x0(self, x_k: th.Tensor, eps: th.Tensor, k: int) -> th.Tensor:
+    def predict_x0(self, x_k: th.Tensor, prediction: th.Tensor, k: int) -> th.Tensor:
         """
         :param x_k: Noisy sample at step ``k``
-        :param eps: Predicted noise
+        :param prediction: The network's prediction (the noise, or the clean sample with ``prediction_type="sample"``)
         :param k: Denoising step in ``1..K``
         :return: The predicted clean sample, clipped to ``x0_clip`` if set (at ``k = 1`` only with ``x0_clip_final``)
         """
-        x0 = (x_k - self._sqrt_one_minus_abar[k - 1] * eps) / self._sqrt_abar[k - 1]
+        if self._predicts_noise:
+            x0 = (x_k - self._sqrt_one_minus_abar[k - 1] * prediction) / self._sqrt_abar[k - 1]
+        else:
+            x0 = prediction
         clip = self.config.x0_clip
         if clip is not None and self._clips(k):
             x0 = x0.clamp(-clip, clip)
@@ -239,19 +254,19 @@ class NoiseConditionedChain:
     def _clips(self, k: int) -> bool:
         return self.config.x0_clip is not None and (k > 1 or self.config.x0_clip_final)
 
-    def step_mean(self, x_k: th.Tensor, eps: th.Tensor, k: int) -> th.Tensor:
+    def step_mean(self, x_k: th.Tensor, prediction: th.Tensor, k: int) -> th.Tensor:
         """
-        Mean of ``x_{k-1}`` given ``x_k`` and the predicted noise (DDPM posterior mean or DDIM update), with the
+        Mean of ``x_{k-1}`` given ``x_k`` and the network's prediction (DDPM posterior mean or DDIM update), with the
         predicted clean action clipped as :meth:`predict_x0` does (computed in the fused form of
         :meth:`_fused_coefficients`).
 
         :param x_k: Noisy sample at step ``k``
-        :param eps: Predicted noise
+        :param prediction: The network's prediction (the noise, or the clean sample with ``prediction_type="sample"``)
         :param k: Denoising step in ``1..K``
         :return: The mean ``mu_theta(x_k, k)``
         """
         a, s, m, h = self._fused[k - 1]
-        scaled_x0 = th.add(x_k, eps, alpha=-a) * s
+        scaled_x0 = th.add(x_k, prediction, alpha=-a) * s if self._predicts_noise else prediction * s
         if m is not None:
             scaled_x0 = scaled_x0.clamp(-m, m)
         return th.add(scaled_x0, x_k, alpha=h)
@@ -266,10 +281,11 @@ class NoiseConditionedChain:
         Run the chain ``x_K -> x_1`` with the given noise and return ``mu_theta(x_1, 1)``, the mean of the final step.
         Differentiable with respect to the network parameters and to ``noise``.
 
-        :param eps_model: ``eps_model(x_k, k)``: predicted noise at step ``k`` (conditioning captured by the callable)
+        :param eps_model: ``eps_model(x_k, k)``: the network's prediction at step ``k`` (conditioning captured by
+            the callable)
         :param noise: Stored noise of shape ``(batch, K, dim)`` (see the module docstring for its layout)
         :param eps_grad_hook: If given, called during backward as ``eps_grad_hook(k, grad)`` with the gradient of the
-            loss with respect to the noise prediction of step ``k``: shows how much gradient reaches each step
+            loss with respect to the network's prediction at step ``k``: shows how much gradient reaches each step
         :return: Mean of the final step, shape ``(batch, dim)``
         """
         if noise.ndim != 3 or noise.shape[1] != self.n_steps:

@@ -95,6 +95,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         always receives gradient but can leave the action bounds (measured no better: see the README)
     :param noise_clip: Clip of the sampled normal draws (``None``: no clip)
     :param min_step_std: Floor of the std of the intermediate denoising steps
+    :param prediction_type: What the denoiser predicts: ``"epsilon"`` (the noise) or ``"sample"`` (the clean action)
     :param denoiser_hidden_sizes: Hidden layer sizes of the denoiser MLP
     :param denoiser_activation_fn: Activation of the denoiser
     :param time_embed_dim: Size of the sinusoidal time embedding
@@ -128,6 +129,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         x0_clip_final: bool = _DEFAULTS.x0_clip_final,
         noise_clip: float | None = _DEFAULTS.noise_clip,
         min_step_std: float = _DEFAULTS.min_step_std,
+        prediction_type: str = _DEFAULTS.prediction_type,
         denoiser_hidden_sizes: list[int] | tuple[int, ...] = (256, 256),
         denoiser_activation_fn: type[nn.Module] = nn.SiLU,
         time_embed_dim: int = 16,
@@ -162,6 +164,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
                 x0_clip_final=x0_clip_final,
                 noise_clip=noise_clip,
                 min_step_std=min_step_std,
+                prediction_type=prediction_type,
             )
         )
         self.denoiser_hidden_sizes = list(denoiser_hidden_sizes)
