@@ -3,7 +3,8 @@ NCDPO's speed against SB3 PPO, side by side: env-steps/s, time in rollouts and i
 peak memory, for several numbers of denoising steps K.
 
 Every configuration uses PPO's packaged hyperparameters for the env (same n_envs, n_steps, batch size, epochs,
-network sizes and normalisation); NCDPO only swaps the policy for the diffusion policy with K steps. Each
+network sizes and normalisation); NCDPO only swaps the policy for the diffusion policy with K steps (and the diffusion
+settings of ``--policy-kwargs``, if given). Each
 configuration runs in its own fresh process (so that its peak RSS is its own), one at a time, one torch thread.
 
 Example::
@@ -34,7 +35,7 @@ import yaml
 FIELDS = ["algo", "k", "repeat", "timesteps", "fps", "rollout_s", "update_s", "minibatch_ms", "peak_rss_mb"]
 
 
-def measure(algo: str, env_id: str, k: int, timesteps: int, repeat: int) -> dict[str, Any]:
+def measure(algo: str, env_id: str, k: int, timesteps: int, repeat: int, policy_kwargs: str = "") -> dict[str, Any]:
     """Train one model for ``timesteps`` steps and time its rollouts and updates (runs in a fresh process)."""
     import torch as th
     from stable_baselines3 import PPO
@@ -57,7 +58,8 @@ def measure(algo: str, env_id: str, k: int, timesteps: int, repeat: int) -> dict
     if isinstance(hyperparams.get("policy_kwargs"), str):
         hyperparams["policy_kwargs"] = eval(hyperparams["policy_kwargs"], {"dict": dict, "nn": nn, "th": th})
     if algo == "ncdpo":
-        hyperparams["policy_kwargs"] = {**hyperparams.get("policy_kwargs", {}), "n_denoising_steps": k}
+        overrides = eval(policy_kwargs, {"dict": dict, "nn": nn, "th": th}) if policy_kwargs else {}
+        hyperparams["policy_kwargs"] = {**hyperparams.get("policy_kwargs", {}), **overrides, "n_denoising_steps": k}
         model: Any = NCDPO("MlpPolicy", env, seed=repeat, device="cpu", **hyperparams)
     else:
         model = PPO("MlpPolicy", env, seed=repeat, device="cpu", **hyperparams)
@@ -128,6 +130,7 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=3, help="repeats (seeds) per configuration; medians are quoted")
     parser.add_argument("--no-ppo", action="store_true", help="skip the PPO reference")
+    parser.add_argument("--policy-kwargs", default="", help='NCDPO policy kwargs on top of PPO\'s: "dict(residual=True)"')
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/speed"))
     args = parser.parse_args()
 
@@ -139,7 +142,7 @@ def main() -> None:
     rows = []
     for algo, k, repeat in jobs:
         with ProcessPoolExecutor(max_workers=1) as pool:  # a fresh process per run: its own peak RSS
-            row = pool.submit(measure, algo, args.env, k, args.timesteps, repeat).result()
+            row = pool.submit(measure, algo, args.env, k, args.timesteps, repeat, args.policy_kwargs).result()
         rows.append(row)
         print(", ".join(f"{key}={row[key]}" for key in FIELDS), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

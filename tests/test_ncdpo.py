@@ -393,12 +393,15 @@ def test_traced_chain_is_neither_saved_nor_copied():
     import pickle
 
     model = NCDPO("MlpPolicy", "Pendulum-v1", n_steps=16, batch_size=8, policy_kwargs=SMALL, seed=0)
-    keys = set(model.policy.state_dict())
+    state = model.policy.state_dict()
+    keys = set(state)
+    # The traced modules share the policy's parameters without being its submodules: no key aliases another.
+    assert len({tensor.data_ptr() for tensor in state.values()}) == len(state)
     model.predict(np.zeros(3), deterministic=True)
     assert model.policy.traced_chain.traces and set(model.policy.state_dict()) == keys
     for clone in (copy.deepcopy(model.policy), pickle.loads(pickle.dumps(model.policy))):
         assert clone.traced_chain.traces == {}
-        assert clone.traced_chain.call.denoiser is clone.denoiser  # the copy's chain runs the copy's weights
+        assert clone.traced_chain.module.denoiser is clone.denoiser  # the copy's chain runs the copy's weights
         expected = model.predict(np.ones(3), deterministic=True)[0]
         np.testing.assert_array_equal(clone.predict(np.ones(3), deterministic=True)[0], expected)
 
@@ -414,3 +417,41 @@ def test_chain_runs_eagerly_where_tracing_fails(monkeypatch):
     monkeypatch.setattr(th.jit, "trace", broken)
     with pytest.warns(UserWarning, match="could not be traced"):
         np.testing.assert_array_equal(model.predict(np.ones(3), deterministic=True)[0], expected)
+
+
+@pytest.mark.parametrize("n_envs", [1, 4])
+def test_traced_rollout_call_is_bit_identical_to_the_eager_call(n_envs):
+    """With SB3's own encoders the whole rollout call is traced: same actions, values, log-probs and noise as eager."""
+    model = NCDPO("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=n_envs), n_steps=16, batch_size=16, seed=0)
+    policy = model.policy
+    assert policy.traced_rollout is not None
+    obs = th.randn(n_envs, 3)
+    outputs = []
+    for traced in (policy.traced_rollout, None):
+        policy.traced_rollout = traced
+        th.manual_seed(7)
+        with th.no_grad():
+            outputs.append(policy.forward_with_noise(obs))
+    for traced_output, eager_output in zip(*outputs, strict=True):
+        assert th.equal(traced_output, eager_output)
+
+
+def test_user_encoders_are_not_traced():
+    """A custom features extractor may have data-dependent control flow: only the chain is traced then."""
+    from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+
+    class Doubling(BaseFeaturesExtractor):
+        def __init__(self, observation_space):
+            super().__init__(observation_space, features_dim=3)
+
+        def forward(self, obs):
+            return obs * 2 if obs.sum() > 0 else obs  # traced, this branch would be frozen
+
+    model = NCDPO("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(SMALL, features_extractor_class=Doubling), seed=0)
+    assert model.policy.traced_rollout is None
+    for sign in (1.0, -1.0):
+        obs = sign * th.ones(1, 3)
+        with th.no_grad():
+            traced_mean = model.policy.get_distribution(obs, th.zeros(1, 3, 1)).distribution.mean
+        eager_mean = model.policy.get_distribution(obs, th.zeros(1, 3, 1)).distribution.mean  # grad enabled: eager
+        assert th.equal(traced_mean, eager_mean.detach())
