@@ -355,37 +355,70 @@ def test_constructor_parameters_carry_every_argument():
     assert rebuilt.final_std().tolist() == pytest.approx([0.3, 0.3])
 
 
+def eager(policy: DiffusionActorCriticPolicy):
+    """Context in which the policy runs its eager code (its traces disabled)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def context():
+        traced = [t for t in (policy.traced_chain, policy.traced_forward) if t is not None]
+        for t in traced:
+            t.enabled = False
+        try:
+            yield
+        finally:
+            for t in traced:
+                t.enabled = True
+
+    return context()
+
+
+def gradients(policy: DiffusionActorCriticPolicy, obs, actions, noises) -> tuple[list[th.Tensor], tuple[th.Tensor, ...]]:
+    policy.zero_grad()
+    values, log_prob, entropy = policy.evaluate_actions(obs, actions, noises)
+    (log_prob.sum() + values.sum() + entropy.sum()).backward()
+    return [p.grad.clone() for p in policy.parameters() if p.grad is not None], (values, log_prob, entropy)
+
+
 @pytest.mark.parametrize(
     "policy_kwargs",
     [
         dict(SMALL, n_denoising_steps=10, denoiser_hidden_sizes=[256, 256]),
-        dict(SMALL, n_denoising_steps=10, denoiser_hidden_sizes=[256, 256], x0_clip=None),
-        dict(SMALL, prediction_type="sample", sampler="ddim", ddim_eta=0.3),
+        dict(SMALL, n_denoising_steps=10, denoiser_hidden_sizes=[256, 256], x0_clip=None, prediction_type="epsilon"),
+        dict(SMALL, prediction_type="epsilon", sampler="ddim", ddim_eta=0.3),
         dict(SMALL, residual=True, denoiser_hidden_sizes=[32, 32, 32], min_step_std=0.1),
+        dict(SMALL, share_features_extractor=False),
     ],
 )
-def test_traced_chain_is_bit_identical_to_the_eager_chain(policy_kwargs):
-    """Rollouts and predict run the chain through a trace; updates run it eagerly: the two must agree bit for bit."""
+def test_traced_code_is_bit_identical_to_the_eager_code(policy_kwargs):
+    """
+    Rollouts, predict and updates run through traces of the policy's code: the chain's means, the log-probs, values
+    and entropies, and the gradients of an update must equal the eager code's bit for bit.
+    """
     model = NCDPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, n_epochs=1, policy_kwargs=policy_kwargs, seed=0)
     policy = model.policy
+    assert policy.traced_forward is not None  # SB3's own encoders: the whole call is traced
 
-    def means(obs: th.Tensor, noises: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+    def compare(batch: int) -> None:
+        obs, actions, noises = th.randn(batch, 3), th.rand(batch, 1) * 2 - 1, 2 * policy.sample_noise(batch)
         latent_pi = policy._actor_latent(obs)
         with th.no_grad():
-            traced = policy._get_action_dist_from_latent(latent_pi, noises).distribution.mean
-        eager = policy._get_action_dist_from_latent(latent_pi, noises).distribution.mean  # grad enabled: eager
-        return traced, eager.detach()
+            traced_mean = policy._get_action_dist_from_latent(latent_pi, noises).distribution.mean
+            with eager(policy):
+                eager_mean = policy._get_action_dist_from_latent(latent_pi, noises).distribution.mean
+        assert th.equal(traced_mean, eager_mean), (batch, (traced_mean - eager_mean).abs().max().item())
+        traced_grads, traced_outputs = gradients(policy, obs, actions, noises)
+        with eager(policy):
+            eager_grads, eager_outputs = gradients(policy, obs, actions, noises)
+        assert all(th.equal(a, b) for a, b in zip(traced_outputs, eager_outputs, strict=True))
+        assert all(th.equal(a, b) for a, b in zip(traced_grads, eager_grads, strict=True))
 
     for batch in (1, 4, 64):
-        obs, noises = th.randn(batch, 3), 2 * policy.sample_noise(batch)
-        traced, eager = means(obs, noises)
-        assert th.equal(traced, eager), (batch, (traced - eager).abs().max().item())
-    assert len(policy.traced_chain.traces) == 3
-    # The trace shares the parameters: after updates (in place) it still computes the updated chain.
+        compare(batch)
+    assert len(policy.traced_chain.traces) == 3 and len(policy.traced_forward.traces) == 3  # one per batch size (grad)
+    # The traces share the parameters: after updates (in place) they still compute the updated policy.
     model.learn(64)
-    obs, noises = th.randn(64, 3), policy.sample_noise(64)
-    traced, eager = means(obs, noises)
-    assert th.equal(traced, eager)
+    compare(64)
 
 
 def test_traced_chain_is_neither_saved_nor_copied():
@@ -424,14 +457,16 @@ def test_traced_rollout_call_is_bit_identical_to_the_eager_call(n_envs):
     """With SB3's own encoders the whole rollout call is traced: same actions, values, log-probs and noise as eager."""
     model = NCDPO("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=n_envs), n_steps=16, batch_size=16, seed=0)
     policy = model.policy
-    assert policy.traced_rollout is not None
     obs = th.randn(n_envs, 3)
     outputs = []
-    for traced in (policy.traced_rollout, None):
-        policy.traced_rollout = traced
+    for traced in (True, False):
         th.manual_seed(7)
         with th.no_grad():
-            outputs.append(policy.forward_with_noise(obs))
+            if traced:
+                outputs.append(policy.forward_with_noise(obs))
+            else:
+                with eager(policy):
+                    outputs.append(policy.forward_with_noise(obs))
     for traced_output, eager_output in zip(*outputs, strict=True):
         assert th.equal(traced_output, eager_output)
 
@@ -448,10 +483,12 @@ def test_user_encoders_are_not_traced():
             return obs * 2 if obs.sum() > 0 else obs  # traced, this branch would be frozen
 
     model = NCDPO("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(SMALL, features_extractor_class=Doubling), seed=0)
-    assert model.policy.traced_rollout is None
+    policy = model.policy
+    assert policy.traced_forward is None
     for sign in (1.0, -1.0):
-        obs = sign * th.ones(1, 3)
+        obs, noises = sign * th.ones(1, 3), th.zeros(1, 3, 1)
         with th.no_grad():
-            traced_mean = model.policy.get_distribution(obs, th.zeros(1, 3, 1)).distribution.mean
-        eager_mean = model.policy.get_distribution(obs, th.zeros(1, 3, 1)).distribution.mean  # grad enabled: eager
-        assert th.equal(traced_mean, eager_mean.detach())
+            traced = policy.evaluate_actions(obs, th.zeros(1, 1), noises)
+            with eager(policy):
+                expected = policy.evaluate_actions(obs, th.zeros(1, 1), noises)
+        assert all(th.equal(a, b) for a, b in zip(traced, expected, strict=True))

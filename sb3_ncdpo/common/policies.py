@@ -63,9 +63,9 @@ def check_policy_kwargs(policy_kwargs: dict[str, Any]) -> None:
 
 class FinalGaussian(DiagGaussianDistribution):
     """
-    SB3's diagonal Gaussian, whose torch ``Normal`` can skip its argument checks. Rollouts and prediction skip them
-    (~90 µs of a ~830 µs rollout call on Hopper-v5); ``train()`` keeps them, so a policy that produced NaNs still stops
-    with torch's error, at the next update.
+    SB3's diagonal Gaussian, whose torch ``Normal`` can skip its argument checks. Rollouts and prediction (no
+    gradient) skip them (~90 µs of a ~830 µs rollout call on Hopper-v5); updates keep them, so a policy that produced
+    NaNs still stops with torch's error, at the next update.
     """
 
     def proba_distribution(  # type: ignore[override]
@@ -82,10 +82,11 @@ class FinalGaussian(DiagGaussianDistribution):
         return self
 
 
-class RolloutCall(nn.Module):
+class ActorCriticCall(nn.Module):
     """
-    ``(obs, noise) -> (mean of the final step, value)``: a policy's whole rollout computation but sampling, as a module
-    to trace when its encoders are SB3's own (:data:`~sb3_ncdpo.common.traced.TRACEABLE_MODULES`).
+    ``(obs, noise) -> (mean of the final step, value)``: everything a rollout or an update computes but the final
+    distribution, as a module to trace when the policy's encoders are SB3's own
+    (:data:`~sb3_ncdpo.common.traced.TRACEABLE_MODULES`).
 
     :param policy: The policy
     """
@@ -302,7 +303,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         self.traced_chain = Traced(ChainCall(self.denoiser, self.chain), mode_of=self)
         encoders = (self.features_extractor, self.pi_features_extractor, self.vf_features_extractor, self.mlp_extractor)
         traceable = all(type(module) in TRACEABLE_MODULES for module in encoders)
-        self.traced_rollout = Traced(RolloutCall(self), mode_of=self) if traceable else None
+        self.traced_forward = Traced(ActorCriticCall(self), mode_of=self) if traceable else None
         self.action_dist = FinalGaussian(self.action_dim)
         log_std = self.log_std_init if self.fixed_std is None else math.log(self.fixed_std)
         # A fixed std stays a (frozen) parameter so that saved files have the same layout either way.
@@ -353,11 +354,26 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         :param eps_grad_hook: See :meth:`NoiseConditionedChain.final_mean`
         :return: The final-step Gaussian, conditioned on the noise
         """
-        if eps_grad_hook is None and not th.is_grad_enabled():
-            return self._final_distribution(self.traced_chain(latent_pi, noises), validate_args=False)
+        return self._final_distribution(self._final_mean(latent_pi, noises, eps_grad_hook))
+
+    def _final_mean(
+        self, latent_pi: th.Tensor, noises: th.Tensor, eps_grad_hook: Callable[[int, th.Tensor], None] | None = None
+    ) -> th.Tensor:
+        """The chain's final mean: through its trace, or eagerly where a gradient hook needs the eager graph."""
+        if eps_grad_hook is None:
+            return self.traced_chain(latent_pi, noises)  # type: ignore[no-any-return]
         cond = self.denoiser.project_condition(latent_pi)
         eps_model = self.denoiser.step_predictor(cond, self.chain.n_steps)
-        return self._final_distribution(self.chain.final_mean(eps_model, noises, eps_grad_hook=eps_grad_hook))
+        return self.chain.final_mean(eps_model, noises, eps_grad_hook=eps_grad_hook)
+
+    def _final_mean_and_values(
+        self, obs: PyTorchObs, noises: th.Tensor, eps_grad_hook: Callable[[int, th.Tensor], None] | None = None
+    ) -> tuple[th.Tensor, th.Tensor]:
+        """The chain's final mean and the value: through one trace where the encoders are traceable."""
+        if eps_grad_hook is None and self.traced_forward is not None and isinstance(obs, th.Tensor):
+            return self.traced_forward(obs, noises)  # type: ignore[no-any-return]
+        latent_pi, latent_vf = self._latents(obs)
+        return self._final_mean(latent_pi, noises, eps_grad_hook), self.value_net(latent_vf)
 
     def _final_distribution(self, mean: th.Tensor, validate_args: bool | None = None) -> DiagGaussianDistribution:
         """
@@ -384,15 +400,10 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         :param deterministic: Zero noise at every step and the mean of the final step
         :return: action (normalised, unclipped), value, log probability of the action given the noise, noise
         """
-        if self.traced_rollout is not None and isinstance(obs, th.Tensor) and not th.is_grad_enabled():
-            noises = self._noise_for(obs.shape[0], deterministic)
-            mean, values = self.traced_rollout(obs, noises)
-            distribution = self._final_distribution(mean, validate_args=False)
-        else:
-            latent_pi, latent_vf = self._latents(obs)
-            values = self.value_net(latent_vf)
-            noises = self._noise_for(latent_pi.shape[0], deterministic)
-            distribution = self._get_action_dist_from_latent(latent_pi, noises)
+        batch_size = (obs if isinstance(obs, th.Tensor) else next(iter(obs.values()))).shape[0]
+        noises = self._noise_for(batch_size, deterministic)
+        mean, values = self._final_mean_and_values(obs, noises)
+        distribution = self._final_distribution(mean, validate_args=False if not th.is_grad_enabled() else None)
         actions = distribution.get_actions(deterministic=deterministic)
         log_prob = distribution.log_prob(actions)
         return actions.reshape((-1, *self.action_space.shape)), values, log_prob, noises  # type: ignore[misc]
@@ -424,9 +435,9 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         :param eps_grad_hook: See :meth:`NoiseConditionedChain.final_mean`
         :return: estimated value, log likelihood of the actions given the noise, entropy of the final step
         """
-        latent_pi, latent_vf = self._latents(obs)
-        distribution = self._get_action_dist_from_latent(latent_pi, noises, eps_grad_hook=eps_grad_hook)
-        return self.value_net(latent_vf), distribution.log_prob(actions), distribution.entropy()
+        mean, values = self._final_mean_and_values(obs, noises, eps_grad_hook)
+        distribution = self._final_distribution(mean)
+        return values, distribution.log_prob(actions), distribution.entropy()
 
     def get_distribution(self, obs: PyTorchObs, noises: th.Tensor | None = None) -> DiagGaussianDistribution:  # type: ignore[override]
         """
