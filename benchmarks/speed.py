@@ -102,10 +102,11 @@ def summarise(rows: list[dict[str, Any]]) -> str:
     ppo = [r for r in rows if r["algo"] == "ppo"]
     ppo_fps = statistics.median(r["fps"] for r in ppo) if ppo else None
     ppo_mb = statistics.median(r["minibatch_ms"] for r in ppo) if ppo else None
+    ppo_by_repeat = {int(r["repeat"]): float(r["fps"]) for r in ppo}
     lines = [
-        "| algo | K | fps (median) | fps / PPO | rollout s / 1k steps | update s / 1k steps | ms per minibatch "
-        "| minibatch / PPO | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| algo | K | fps (median) | fps / PPO | paired fps / PPO, median [min, max] | rollout s / 1k steps "
+        "| update s / 1k steps | ms per minibatch | minibatch / PPO | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for algo, k in sorted({(r["algo"], int(r["k"])) for r in rows}, key=lambda ak: (ak[0] != "ppo", ak[1])):
         runs = [r for r in rows if r["algo"] == algo and int(r["k"]) == k]
@@ -116,9 +117,14 @@ def summarise(rows: list[dict[str, Any]]) -> str:
         per_k = 1000 / med("timesteps")
         fps_ratio = f"{med('fps') / ppo_fps:.2f}" if ppo_fps else "n/a"
         mb_ratio = f"{med('minibatch_ms') / ppo_mb:.1f}" if ppo_mb else "n/a"
+        # Each repeat runs PPO and every configuration back to back: the ratio within a repeat is the least exposed to
+        # the slow drifts of a shared machine's speed.
+        paired = [float(r["fps"]) / ppo_by_repeat[int(r["repeat"])] for r in runs if int(r["repeat"]) in ppo_by_repeat]
+        spread = f"{statistics.median(paired):.2f} [{min(paired):.2f}, {max(paired):.2f}]" if paired else "n/a"
         lines.append(
-            f"| {algo} | {k if algo == 'ncdpo' else '-'} | {med('fps'):.0f} | {fps_ratio} | {med('rollout_s') * per_k:.3f} "
-            f"| {med('update_s') * per_k:.3f} | {med('minibatch_ms'):.2f} | {mb_ratio} | {med('peak_rss_mb'):.0f} |"
+            f"| {algo} | {k if algo == 'ncdpo' else '-'} | {med('fps'):.0f} | {fps_ratio} | {spread} "
+            f"| {med('rollout_s') * per_k:.3f} | {med('update_s') * per_k:.3f} | {med('minibatch_ms'):.2f} | {mb_ratio} "
+            f"| {med('peak_rss_mb'):.0f} |"
         )
     return "\n".join(lines)
 
@@ -127,7 +133,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="Hopper-v5", help="an env with an entry in hyperparams/ppo.yml")
     parser.add_argument("--ks", nargs="+", type=int, default=[10], help="numbers of denoising steps to measure")
-    parser.add_argument("--timesteps", type=int, default=4096)
+    parser.add_argument("--timesteps", type=int, default=16384, help="per run; long enough to amortise start-up and tracing")
     parser.add_argument("--repeats", type=int, default=3, help="repeats (seeds) per configuration; medians are quoted")
     parser.add_argument("--no-ppo", action="store_true", help="skip the PPO reference")
     parser.add_argument("--policy-kwargs", default="", help='NCDPO policy kwargs on top of PPO\'s: "dict(residual=True)"')
