@@ -38,7 +38,7 @@ import numpy as np
 from sb3_ncdpo.zoo import ALGORITHMS, eval_policy_kwargs, load_hyperparams
 
 #: Algorithms that ``compare`` can run, by name; each needs a packaged ``hyperparams/<name>.yml``.
-COMPARED = ("ncdpo", "ppo")
+COMPARED = ("ncdpo", "dppo", "ppo")
 FIELDS = ["algo", "env", "seed", "timesteps", "eval_return_mean", "eval_return_std", "wall_time_s", "fps", "peak_rss_mb"]
 METRICS = ("iqm", "mean")
 
@@ -540,7 +540,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error(f"--label must not contain '__' (it separates the parts of run file names), got {args.label!r}")
     try:
         overrides = eval_policy_kwargs(args.policy_kwargs)
-        if "ncdpo" in args.algos:
+        if set(args.algos) & set(ALGORITHMS):
             from sb3_ncdpo.common.policies import check_policy_kwargs
 
             check_policy_kwargs(overrides)
