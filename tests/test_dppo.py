@@ -116,6 +116,8 @@ def test_only_the_last_steps_are_trained():
     assert policy.frozen_actor is not None and model.rollout_buffer.step_log_probs.shape == (64, 1, 2)
     batch = next(model.rollout_buffer.get(batch_size=None))
     assert set(batch.steps.tolist()) == {1, 2}
+    optimised = {id(p) for group in policy.optimizer.param_groups for p in group["params"]}
+    assert not any(id(p) in optimised for p in policy.frozen_actor.parameters())
 
     # Each trained step's terms alone give the trained denoiser gradient; the frozen copy never gets any
     for k in (1, 2):

@@ -306,8 +306,9 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
             module_gains[self.vf_features_extractor] = np.sqrt(2)
             for module, gain in module_gains.items():
                 module.apply(partial(self.init_weights, gain=gain))
-        self.frozen_actor = self._make_frozen_actor()
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
+        # After the optimizer: the frozen copy's parameters are never optimised.
+        self.frozen_actor = self._make_frozen_actor()
 
     def final_std(self) -> th.Tensor:
         """:return: The std of the final Gaussian step per action dimension, after the ``min_std`` floor."""
