@@ -21,7 +21,14 @@ Example (what benchmarks/results/finetune was made with is in its README)::
 
 import argparse
 import csv
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,18 +85,158 @@ def expert_stage(env_id: str, work: Path, timesteps: int, checkpoint_freq: int, 
     return table
 
 
+def medium_checkpoint(table: Path, ratio: float) -> dict[str, Any]:
+    """:return: The checkpoint row whose return is closest to ``ratio`` times the expert's (the last row)"""
+    with open(table, newline="") as file:
+        rows = list(csv.DictReader(file))
+    expert = float(rows[-1]["return_mean"])
+    return min(rows[:-1], key=lambda r: abs(float(r["return_mean"]) - ratio * expert))
+
+
+def dataset_id(env_id: str) -> str:
+    """:return: The Minari id of the medium dataset of ``env_id``"""
+    return f"sb3-ncdpo/{env_id.split('-')[0].lower()}/medium-v0"
+
+
+def demos_stage(env_id: str, work: Path, ratio: float, n_episodes: int) -> None:
+    """Record the medium checkpoint's episodes into a local Minari dataset (skipped if it exists)."""
+    import minari
+
+    from sb3_ncdpo.pretrain.demos import collect_demos
+
+    if dataset_id(env_id) in minari.list_local_datasets():
+        return
+    folder = work / "experts" / env_id
+    row = medium_checkpoint(folder / "checkpoints.csv", ratio)
+    print(f"{env_id}: medium policy = {row['model']} ({float(row['return_mean']):.1f})", flush=True)
+    collect_demos(
+        folder / row["model"],
+        "ppo",
+        env_id,
+        dataset_id(env_id),
+        n_episodes,
+        deterministic=False,
+        vecnormalize=folder / row["stats"],
+        seed=0,
+        description=f"PPO checkpoint {row['model']} (return {float(row['return_mean']):.1f}), stochastic actions",
+    )
+
+
+#: Policy keyword arguments of behaviour cloning. The diffusion policy conditions its denoiser on the normalised
+#: observation directly (``pi=[]``, as DPPO does) with K=10 DDPM; its critic and activation are PPO's; the Gaussian
+#: policy has exactly the architecture of PPO's packaged entry for the env (its fine-tuning starts from it).
+DIFFUSION_KWARGS = "dict(net_arch=dict(pi=[], vf=[256, 256]), activation_fn=nn.ReLU, ortho_init=False)"
+
+
+def pretrain_stage(env_id: str, work: Path, bc_steps: int) -> None:
+    """Behaviour cloning of the diffusion and the Gaussian policy (each skipped if its folder is complete)."""
+    from sb3_ncdpo.pretrain.bc import BCConfig, pretrain
+    from sb3_ncdpo.zoo import eval_policy_kwargs, load_hyperparams
+
+    gaussian_kwargs = load_hyperparams("ppo_finetune", env_id).get("policy_kwargs", {})
+    for policy, kwargs in (("diffusion", eval_policy_kwargs(DIFFUSION_KWARGS)), ("gaussian", gaussian_kwargs)):
+        out = work / "pretrained" / env_id / policy
+        if (out / "pretrain.json").exists():
+            continue
+        result = pretrain(dataset_id(env_id), out, policy, kwargs, BCConfig(n_steps=bc_steps), progress_bar=False)
+        print(f"{env_id} {policy}: BC losses {result.history[-1]}", flush=True)
+
+
+def finetune_stage(envs: list[str], work: Path, args: argparse.Namespace) -> None:
+    """The fine-tuning runs, through ``sb3-ncdpo compare --pretrained`` (resumes finished runs)."""
+    command = [
+        sys.executable, "-m", "sb3_ncdpo", "compare", "--env", *envs, "--algos", *args.algos,
+        "--seeds", str(args.seeds), "--timesteps", str(args.timesteps), "--eval-freq", str(args.eval_freq),
+        "--n-eval-episodes", str(args.n_eval_episodes), "--threads", "1", "--n-jobs", "1",
+        "--out", str(args.out), "--pretrained", str(work / "pretrained" / "{env}" / "{policy}"),
+    ]  # fmt: skip
+    print(" ".join(command), flush=True)
+    subprocess.run(command, check=False)
+
+
+def report(envs: list[str], work: Path, out: Path) -> str:
+    """``finetune.md``: expert, medium policy, demonstrations, BC (step 0) and fine-tuned returns, medians over seeds."""
+    from sb3_ncdpo.compare import final_rows, load_rows
+
+    rows = load_rows(out) if (out / "runs").exists() else []
+    algos = sorted({r["algo"] for r in rows})
+    header = "| env | expert | medium policy | demos | " + " | ".join(f"{a}: BC (step 0) | {a}: fine-tuned" for a in algos)
+    lines = [header + " |", "|" + "---|" * (4 + 2 * len(algos))]
+    finals = final_rows(rows)
+    for env_id in envs:
+        table = work / "experts" / env_id / "checkpoints.csv"
+        if not table.exists():
+            continue
+        with open(table, newline="") as file:
+            checkpoints = list(csv.DictReader(file))
+        medium = medium_checkpoint(table, args_ratio(out))
+        meta = work / "pretrained" / env_id / "diffusion" / "pretrain.json"
+        demo = json.loads(meta.read_text()) if meta.exists() else {}
+        cells = [
+            env_id,
+            f"{float(checkpoints[-1]['return_mean']):.0f} ({checkpoints[-1]['steps']} steps)",
+            f"{float(medium['return_mean']):.0f} ({medium['steps']} steps)",
+            f"{demo['demo_return_mean']:.0f} ± {demo['demo_return_std']:.0f} ({demo['n_episodes']} ep.)" if demo else "-",
+        ]
+        for algo in algos:
+            start = [r["eval_return_mean"] for r in rows if r["env"] == env_id and r["algo"] == algo and r["timesteps"] == 0]
+            end = [r for r in finals if r["env"] == env_id and r["algo"] == algo]
+            cells.append(_median_text(start))
+            steps = "/".join(str(t) for t in sorted({r["timesteps"] for r in end}))
+            cells.append(f"{_median_text([r['eval_return_mean'] for r in end])} at {steps}" if end else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
+    (out / "finetune.md").write_text(
+        text + "\n\nMedians over seeds [min, max]; deterministic evaluation. Expert / medium: stochastic PPO actions, "
+        "the policies that made the demonstrations.\n"
+    )
+    return text
+
+
+def args_ratio(out: Path) -> float:
+    """:return: The medium ratio recorded with the results (``settings.json``), 1/3 by default"""
+    settings = out / "settings.json"
+    return json.loads(settings.read_text()).get("medium_ratio", 1 / 3) if settings.exists() else 1 / 3
+
+
+def _median_text(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{np.median(values):.0f} [{min(values):.0f}, {max(values):.0f}]"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", nargs="+", default=["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5"])
-    parser.add_argument("--stages", nargs="+", default=["experts", "demos", "pretrain", "finetune"])
+    parser.add_argument("--stages", nargs="+", default=["experts", "demos", "pretrain", "finetune", "report"])
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "finetune", help="models and datasets")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "finetune", help="results")
+    parser.add_argument("--algos", nargs="+", default=["ncdpo", "ppo"], help="fine-tuning algorithms (dppo slots in)")
     parser.add_argument("--expert-timesteps", type=int, default=300_000)
     parser.add_argument("--checkpoint-freq", type=int, default=25_000)
+    parser.add_argument("--medium-ratio", type=float, default=1 / 3, help="medium return / expert return")
+    parser.add_argument("--n-demo-episodes", type=int, default=20)
+    parser.add_argument("--bc-steps", type=int, default=10_000)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--timesteps", type=int, default=50_000, help="fine-tuning budget per run")
+    parser.add_argument("--eval-freq", type=int, default=5_000)
     parser.add_argument("--n-eval-episodes", type=int, default=10)
     args = parser.parse_args()
+    os.environ.setdefault("MINARI_DATASETS_PATH", str(args.work / "minari"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "stages"}
+    (args.out / "settings.json").write_text(json.dumps(settings, indent=1))
     for env_id in args.env:
         if "experts" in args.stages:
             expert_stage(env_id, args.work, args.expert_timesteps, args.checkpoint_freq, args.n_eval_episodes)
+        if "demos" in args.stages:
+            demos_stage(env_id, args.work, args.medium_ratio, args.n_demo_episodes)
+        if "pretrain" in args.stages:
+            pretrain_stage(env_id, args.work, args.bc_steps)
+    if "finetune" in args.stages:
+        finetune_stage(args.env, args.work, args)
+    if "report" in args.stages:
+        print(report(args.env, args.work, args.out))
 
 
 if __name__ == "__main__":
