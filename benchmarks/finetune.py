@@ -48,8 +48,14 @@ def expert_stage(env_id: str, work: Path, timesteps: int, checkpoint_freq: int, 
         return table
     th.set_num_threads(1)
     model, eval_env = make_model("ppo", env_id, seed=0)
+    done = sorted(int(p.stem.split("_")[2]) for p in folder.glob("rl_model_*_steps.zip"))
+    if done:  # resume an interrupted run from its last checkpoint (weights, optimizer and normalisation statistics)
+        from stable_baselines3 import PPO
+
+        env = VecNormalize.load(str(folder / f"rl_model_vecnormalize_{done[-1]}_steps.pkl"), model.get_env().venv)
+        model = PPO.load(folder / f"rl_model_{done[-1]}_steps.zip", env=env, device="cpu")
     checkpoint = CheckpointCallback(max(checkpoint_freq // model.n_envs, 1), str(folder), save_vecnormalize=True)
-    model.learn(timesteps, callback=checkpoint)
+    model.learn(timesteps - model.num_timesteps, callback=checkpoint, reset_num_timesteps=False)
     model.save(folder / "expert.zip")
     vec_normalize = model.get_vec_normalize_env()
     assert vec_normalize is not None
@@ -212,8 +218,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "finetune", help="models and datasets")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "finetune", help="results")
     parser.add_argument("--algos", nargs="+", default=["ncdpo", "ppo"], help="fine-tuning algorithms (dppo slots in)")
-    parser.add_argument("--expert-timesteps", type=int, default=300_000)
-    parser.add_argument("--checkpoint-freq", type=int, default=25_000)
+    parser.add_argument("--expert-timesteps", type=int, default=60_000)
+    parser.add_argument("--checkpoint-freq", type=int, default=10_000)
     parser.add_argument("--medium-ratio", type=float, default=1 / 3, help="medium return / expert return")
     parser.add_argument("--n-demo-episodes", type=int, default=20)
     parser.add_argument("--bc-steps", type=int, default=10_000)

@@ -273,3 +273,22 @@ def test_normalizer_matches_vecnormalize():
     normalizer = observation_normalizer(obs, space, spaces.Box(-1, 1, (1,)))
     np.testing.assert_allclose(normalizer.normalize_obs(obs).mean(axis=0), 0.0, atol=1e-6)
     np.testing.assert_allclose(normalizer.normalize_obs(obs).std(axis=0), 1.0, atol=1e-3)
+
+
+def test_compare_fine_tunes_from_a_template_and_evaluates_step_zero(pendulum_pretrained, tmp_path):
+    from sb3_ncdpo.compare import RunSpec, commands, load_rows, parse_args, run_one
+
+    folder, _ = pendulum_pretrained
+    template = str(folder.parent / "{policy}")
+    (folder.parent / "diffusion").symlink_to(folder)  # the template names the folder by its policy kind
+    spec = RunSpec("ncdpo", "Pendulum-v1", 0, 4096, 4096, 2, pretrained=template)
+    run_one(spec, tmp_path)
+    rows = load_rows(tmp_path)
+    assert [r["timesteps"] for r in rows] == [0, 4096]  # the pre-trained policy, then after one (warm-up) iteration
+    assert f'--pretrained "{template}"' in commands(tmp_path)[0]
+    with pytest.raises(SystemExit):
+        parse_args(
+            ["--env", "Pendulum-v1", "--algos", "ncdpo", "--timesteps", "10", "--out", "x", "--pretrained", "/nowhere/{env}"]
+        )
+    with pytest.raises(SystemExit):  # PPO has no fine-tuning entry for Pendulum
+        parse_args(["--env", "Pendulum-v1", "--algos", "ppo", "--timesteps", "10", "--out", "x", "--pretrained", template])
