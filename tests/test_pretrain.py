@@ -169,18 +169,19 @@ def test_bc_of_a_bimodal_dataset_keeps_both_modes():
 def test_pretrained_weights_and_normalisation_load(pendulum_pretrained):
     folder, transitions = pendulum_pretrained
     pretrained = load_pretrained(folder)
-    model = NCDPO(
-        "MlpDiffusionPolicy",
-        "Pendulum-v1",
-        pretrained=str(folder),
-        n_steps=64,
-        batch_size=32,
-        n_epochs=2,
-        critic_warmup_iters=1,
-        policy_kwargs=dict(fixed_std=0.1),
-        seed=0,
-        device="cpu",
-    )
+    with pytest.warns(UserWarning, match="the env has no VecNormalize: it is wrapped in one"):
+        model = NCDPO(
+            "MlpDiffusionPolicy",
+            "Pendulum-v1",
+            pretrained=str(folder),
+            n_steps=64,
+            batch_size=32,
+            n_epochs=2,
+            critic_warmup_iters=1,
+            policy_kwargs=dict(fixed_std=0.1),
+            seed=0,
+            device="cpu",
+        )
     normalizer = model.get_vec_normalize_env()
     assert normalizer is not None and isinstance(normalizer.obs_rms, FrozenRunningMeanStd)
     mean_before = normalizer.obs_rms.mean.copy()

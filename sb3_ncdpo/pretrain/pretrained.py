@@ -9,6 +9,7 @@ Any algorithm on these policies starts from it with :func:`pretrained_policy_kwa
 """
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -304,6 +305,11 @@ def init_from_pretrained(model: BaseAlgorithm, path: str | Path) -> None:
     assert model.env is not None, "init_from_pretrained needs a model with an environment"
     existing = unwrap_vec_normalize(model.env)
     if existing is None:
+        warnings.warn(
+            f"the env has no VecNormalize: it is wrapped in one with the observation statistics of {str(folder)!r} "
+            "(frozen) and reward normalisation; save model.get_vec_normalize_env() with the model to evaluate it later "
+            "(with rl-zoo3, set normalize: true)"
+        )
         model.env = _wrap(model.env, saved, norm_reward=True, gamma=float(getattr(model, "gamma", 0.99)))
     else:
         _install_statistics(existing, saved)
