@@ -154,10 +154,15 @@ def finetune_stage(envs: list[str], work: Path, args: argparse.Namespace) -> Non
         sys.executable, "-m", "sb3_ncdpo", "compare", "--env", *envs, "--algos", *args.algos,
         "--seeds", str(args.seeds), "--timesteps", str(args.timesteps), "--eval-freq", str(args.eval_freq),
         "--n-eval-episodes", str(args.n_eval_episodes), "--threads", "1", "--n-jobs", "1",
-        "--out", str(args.out), "--pretrained", str(work / "pretrained" / "{env}" / "{policy}"),
+        "--out", _relative(args.out), "--pretrained", _relative(work / "pretrained") + "/{env}/{policy}",
     ]  # fmt: skip
     print(" ".join(command), flush=True)
     subprocess.run(command, check=False)
+
+
+def _relative(path: Path) -> str:
+    """:return: ``path`` relative to the working directory where it is inside it (commands in reports stay portable)"""
+    return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd()) else str(path)
 
 
 def report(envs: list[str], work: Path, out: Path) -> str:
