@@ -231,6 +231,7 @@ def run_one(spec: RunSpec, out: Path, progress_bar: bool = False) -> Path:
         record(model.num_timesteps, float(mean), float(std))  # type: ignore[arg-type]
 
     n_envs = model.get_env().num_envs
+    clock["start"] = time.perf_counter()
     if pretrained:
         evaluate_now()  # the pre-trained policy itself, before any update
     with tempfile.TemporaryDirectory() as log_path:  # EvalCallback keeps each evaluation's episodes only with a log path
@@ -242,7 +243,6 @@ def run_one(spec: RunSpec, out: Path, progress_bar: bool = False) -> Path:
             deterministic=True,
             verbose=0,
         )
-        clock["start"] = time.perf_counter()
         model.learn(spec.timesteps, callback=callback, progress_bar=progress_bar)
     if not rows or rows[-1]["timesteps"] != model.num_timesteps:
         evaluate_now()
