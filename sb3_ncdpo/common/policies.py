@@ -404,9 +404,27 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         :param eps_grad_hook: See :meth:`NoiseConditionedChain.final_mean`
         :return: estimated value, log likelihood of the actions given the noise, entropy of the final step
         """
+        values, distribution = self.evaluate_distribution(obs, noises, eps_grad_hook=eps_grad_hook)
+        return values, distribution.log_prob(actions), distribution.entropy()
+
+    def evaluate_distribution(
+        self,
+        obs: PyTorchObs,
+        noises: th.Tensor,
+        eps_grad_hook: Callable[[int, th.Tensor], None] | None = None,
+    ) -> tuple[th.Tensor, DiagGaussianDistribution]:
+        """
+        :meth:`evaluate_actions` before the log-likelihood: the value and the final-step distribution given the noise
+        (for losses on the distribution itself, e.g. the KL to a reference policy of the BC regulariser).
+
+        :param obs: Observation
+        :param noises: Stored noise, shape ``(batch, *noise_shape)``
+        :param eps_grad_hook: See :meth:`NoiseConditionedChain.final_mean`
+        :return: estimated value, final-step Gaussian given the noise
+        """
         latent_pi, latent_vf = self._latents(obs)
         distribution = self._get_action_dist_from_latent(latent_pi, noises, eps_grad_hook=eps_grad_hook, obs=obs)
-        return self.value_net(latent_vf), distribution.log_prob(actions), distribution.entropy()
+        return self.value_net(latent_vf), distribution
 
     def get_distribution(self, obs: PyTorchObs, noises: th.Tensor | None = None) -> DiagGaussianDistribution:  # type: ignore[override]
         """
