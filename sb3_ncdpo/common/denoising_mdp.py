@@ -65,7 +65,11 @@ class DenoisingMDP:
         if not _is_number(self.clip_range_rate) or self.clip_range_rate <= 0:
             raise ValueError(f"clip_range_rate must be a float > 0, got {self.clip_range_rate!r}")
 
-    def _reduce(self, per_dim: th.Tensor) -> th.Tensor:
+    def reduce(self, per_dim: th.Tensor) -> th.Tensor:
+        """
+        :param per_dim: Per-dimension values, shape ``(..., dim)``
+        :return: Their mean or sum over the last dimension (``log_prob_reduction``)
+        """
         return per_dim.mean(dim=-1) if self.log_prob_reduction == "mean" else per_dim.sum(dim=-1)
 
     def log_prob(self, x_prev: th.Tensor, mean: th.Tensor, std: th.Tensor) -> th.Tensor:
@@ -82,14 +86,14 @@ class DenoisingMDP:
         per_dim = -((x_prev - mean) ** 2) / (2 * std**2) - std.log() - 0.5 * math.log(2 * math.pi)
         if self.log_prob_clamp is not None:
             per_dim = per_dim.clamp(*self.log_prob_clamp)
-        return self._reduce(per_dim)
+        return self.reduce(per_dim)
 
     def entropy(self, std: th.Tensor) -> th.Tensor:
         """
         :param std: The steps' stds, shape ``(batch, dim)``
         :return: Entropy of each step's Gaussian (with the log-probability floor), reduced like the log-probability
         """
-        return self._reduce(0.5 + 0.5 * math.log(2 * math.pi) + std.clamp(min=self.min_logprob_std).log())
+        return self.reduce(0.5 + 0.5 * math.log(2 * math.pi) + std.clamp(min=self.min_logprob_std).log())
 
     def discount(self, steps: th.Tensor) -> th.Tensor:
         """

@@ -16,8 +16,10 @@ from torch.nn import functional as F
 from sb3_ncdpo.common.chain_buffers import ChainDictRolloutBuffer, ChainRolloutBuffer
 from sb3_ncdpo.common.denoising_mdp import DenoisingMDP
 from sb3_ncdpo.common.diffusion import ChainConfig
+from sb3_ncdpo.common.finetune import check_finetune_args, frozen_copy, train_critic_only
 from sb3_ncdpo.common.policies import DiffusionActorCriticPolicy, check_policy_kwargs
 from sb3_ncdpo.dppo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
+from sb3_ncdpo.pretrain.pretrained import init_from_pretrained, pretrained_policy_kwargs
 
 SelfDPPO = TypeVar("SelfDPPO", bound="DPPO")
 
@@ -87,6 +89,15 @@ class DPPO(OnPolicyAlgorithm):
     :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages
     :param seed: Seed for the pseudo random generators
     :param device: Device (cpu, cuda, ...) on which the code should be run. "auto" uses the GPU if possible
+    :param pretrained: Folder written by ``sb3-ncdpo pretrain`` to start from: the policy is rebuilt with its saved
+        settings (``policy_kwargs``, over :data:`DEFAULT_POLICY_KWARGS`, may only override the fine-tuning settings,
+        e.g. ``fixed_std`` or ``n_finetuned_steps``), its weights are loaded (all but the final-step std; the frozen
+        copy of the early steps is the pre-trained actor) and its observation normalisation is installed, frozen, in the
+        env (:func:`~sb3_ncdpo.pretrain.pretrained.init_from_pretrained`)
+    :param critic_warmup_iters: Number of first iterations (rollout + update) in which only the critic is trained,
+        the actor frozen (DPPO's ``n_critic_warmup_itr``)
+    :param bc_coef: Weight of the BC regulariser: the KL between each trained denoising step's Gaussian under the
+        policy and under a frozen copy of the initial (pre-trained) policy, at the rollout's (state, ``x_k``) pairs
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
@@ -99,6 +110,7 @@ class DPPO(OnPolicyAlgorithm):
         "MultiInputPolicy": MultiInputPolicy,
     }
     policy: DiffusionActorCriticPolicy
+    reference_policy: DiffusionActorCriticPolicy
     rollout_buffer: ChainRolloutBuffer | ChainDictRolloutBuffer  # type: ignore[assignment]
 
     def __init__(
@@ -132,9 +144,13 @@ class DPPO(OnPolicyAlgorithm):
         verbose: int = 0,
         seed: int | None = None,
         device: th.device | str = "auto",
+        pretrained: str | None = None,
+        critic_warmup_iters: int = 0,
+        bc_coef: float = 0.0,
         _init_setup_model: bool = True,
     ):
         # Everything that can be checked without the environment is checked before the environment is built.
+        check_finetune_args(critic_warmup_iters, bc_coef)
         policy_class = self._get_policy_from_name(policy) if isinstance(policy, str) else policy
         if not (isinstance(policy_class, type) and issubclass(policy_class, DiffusionActorCriticPolicy)):
             raise ValueError(
@@ -142,6 +158,8 @@ class DPPO(OnPolicyAlgorithm):
                 "when loading a file, this means it was not saved by DPPO"
             )
         policy_kwargs = {**DEFAULT_POLICY_KWARGS, **(policy_kwargs or {})}
+        if pretrained is not None:
+            policy_kwargs = pretrained_policy_kwargs(pretrained, policy_kwargs)
         check_policy_kwargs(policy_kwargs)
         self.denoising_mdp = DenoisingMDP(
             gamma_denoising=gamma_denoising,
@@ -188,9 +206,17 @@ class DPPO(OnPolicyAlgorithm):
         self.clip_range_vf = clip_range_vf
         self.normalize_advantage = normalize_advantage
         self.target_kl = target_kl
+        self.pretrained = pretrained
+        self.critic_warmup_iters = critic_warmup_iters
+        self.bc_coef = bc_coef
+        self._n_iterations_trained = 0
 
         if _init_setup_model:
             self._setup_model()
+            if pretrained is not None:
+                init_from_pretrained(self, pretrained)
+                if bc_coef > 0:
+                    self.reference_policy = frozen_copy(self.policy)
 
     @staticmethod
     def _trained_steps(policy_kwargs: dict[str, Any]) -> int:
@@ -221,6 +247,10 @@ class DPPO(OnPolicyAlgorithm):
             self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
         )
         self.policy = self.policy.to(self.device)
+        if self.bc_coef > 0:
+            # The BC regulariser's reference: the initial policy (replaced by the pre-trained one in __init__, restored
+            # from the saved file by load()).
+            self.reference_policy = frozen_copy(self.policy)
 
         if self.rollout_buffer_class is None:
             is_dict = isinstance(self.observation_space, spaces.Dict)
@@ -352,6 +382,8 @@ class DPPO(OnPolicyAlgorithm):
         Update policy using the currently gathered rollout buffer: PPO's clipped objective on (environment step,
         denoising step) pairs, each step's log-probability recomputed from its stored input and output.
         """
+        if self._critic_warmup_step():
+            return
         # Switch to train mode (this affects batch norm / dropout)
         self.policy.set_training_mode(True)
         # Update optimizer learning rate
@@ -366,7 +398,8 @@ class DPPO(OnPolicyAlgorithm):
         entropy_losses = []
         pg_losses, value_losses = [], []
         clip_fractions = []
-        grad_norms = []
+        grad_norms: list[float] = []
+        bc_losses: list[float] = []
 
         continue_training = True
         # train for n_epochs epochs
@@ -420,6 +453,10 @@ class DPPO(OnPolicyAlgorithm):
                 entropy_losses.append(entropy_loss.item())
 
                 loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+                if self.bc_coef > 0:
+                    bc_loss = self._bc_kl(rollout_data, means, stds)
+                    bc_losses.append(bc_loss.item())
+                    loss = loss + self.bc_coef * bc_loss
 
                 # Calculate approximate form of reverse KL Divergence for early stopping
                 # see issue #417: https://github.com/DLR-RM/stable-baselines3/issues/417
@@ -461,12 +498,46 @@ class DPPO(OnPolicyAlgorithm):
         self.logger.record("train/std", self.policy.final_std().mean().item())
         if grad_norms:
             self.logger.record("train/grad_norm", np.mean(grad_norms))
+        if bc_losses:
+            self.logger.record("train/bc_kl", np.mean(bc_losses))
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/clip_range", clip_range)
         first_step = th.tensor([n_trained], device=self.device)
         self.logger.record("train/clip_range_first_step", mdp.clip_ranges(first_step, clip_range, n_trained).item())
         if self.clip_range_vf is not None:
             self.logger.record("train/clip_range_vf", clip_range_vf)
+
+    def _critic_warmup_step(self) -> bool:
+        """:return: Whether this iteration was a critic warm-up iteration (the critic trained, the actor frozen)"""
+        self._n_iterations_trained += 1
+        if self._n_iterations_trained > self.critic_warmup_iters:
+            return False
+        self._update_learning_rate(self.policy.optimizer)
+        train_critic_only(self.policy, self.rollout_buffer, self.n_epochs, self.batch_size, self.max_grad_norm, self.logger)
+        return True
+
+    def _bc_kl(self, rollout_data: Any, means: th.Tensor, stds: th.Tensor) -> th.Tensor:
+        """
+        :return: The mean over the minibatch's pairs of ``KL(pi_theta(x_{k-1}|s, x_k) || pi_ref(x_{k-1}|s, x_k))``,
+            the step Gaussians with the log-probability's std floor, reduced over action dims like the log-probability
+        """
+        with th.no_grad():
+            reference, steps = self.reference_policy, rollout_data.steps
+            _, reference_means = reference.denoising_step_means(rollout_data.observations, rollout_data.x_k, steps)
+            reference_stds = reference.step_stds()[steps - 1]
+        floor = self.denoising_mdp.min_logprob_std
+        kl = th.distributions.kl_divergence(
+            th.distributions.Normal(means, stds.clamp(min=floor)),
+            th.distributions.Normal(reference_means, reference_stds.clamp(min=floor)),
+        )
+        return self.denoising_mdp.reduce(kl).mean()
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "reference_policy"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        state_dicts, tensors = super()._get_torch_save_params()
+        return ([*state_dicts, "reference_policy"] if self.bc_coef > 0 else state_dicts), tensors
 
     def learn(
         self: SelfDPPO,

@@ -44,6 +44,8 @@ FINETUNE_OVERRIDABLE = frozenset(
         "optimizer_class",
         "optimizer_kwargs",
         "ortho_init",
+        # which steps are trained; the frozen copy of the others is the pre-trained actor (init_from_pretrained)
+        "n_finetuned_steps",
     }
 )
 #: Constructor parameters that come from the environment or the algorithm, never from the file's kwargs.
@@ -282,7 +284,8 @@ def init_from_pretrained(model: BaseAlgorithm, path: str | Path) -> None:
     """
     folder = _check_folder(path)
     state = _read_policy_file(folder, model.device)["state_dict"]
-    own = model.policy.state_dict()
+    # The frozen copy of the untrained early steps (n_finetuned_steps) is not in the file: it becomes the pre-trained actor.
+    own = {key: value for key, value in model.policy.state_dict().items() if not key.startswith("frozen_actor.")}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
@@ -293,6 +296,9 @@ def init_from_pretrained(model: BaseAlgorithm, path: str | Path) -> None:
         )
     state = {key: value for key, value in state.items() if key != "log_std"}
     model.policy.load_state_dict(state, strict=False)
+    reset_frozen_actor = getattr(model.policy, "reset_frozen_actor", None)
+    if reset_frozen_actor is not None:
+        reset_frozen_actor()
     saved = _load_normalizer(folder)
     if saved is None:
         existing = unwrap_vec_normalize(model.env) if model.env is not None else None
