@@ -13,6 +13,7 @@ from toy_envs import TargetEnv
 
 from sb3_ncdpo import DPPO
 from sb3_ncdpo.cli import main
+from sb3_ncdpo.compare import make_model
 from sb3_ncdpo.pretrain.bc import BCConfig, behaviour_cloning
 from sb3_ncdpo.pretrain.demos import Transitions
 from sb3_ncdpo.pretrain.pretrained import FrozenRunningMeanStd, load_pretrained, save_pretrained
@@ -126,3 +127,7 @@ def test_finetune_through_the_cli(tmp_path):
     saved = load_pretrained(folder).policy.denoiser.state_dict()
     for name, value in model.policy.frozen_actor.denoiser.state_dict().items():
         assert th.equal(value, saved[name]), name
+    # `sb3-ncdpo compare --pretrained` builds its runs the same way
+    compared, _ = make_model("dppo", "Pendulum-v1", seed=0, pretrained=str(folder))
+    assert compared.pretrained == str(folder) and compared.critic_warmup_iters == 2
+    assert th.equal(compared.policy.frozen_actor.denoiser.output.weight, saved["output.weight"])
