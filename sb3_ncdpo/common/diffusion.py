@@ -21,6 +21,7 @@ every denoising step.
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch as th
 
@@ -131,6 +132,28 @@ class ChainConfig:
             raise ValueError(f"min_step_std must be a float >= 0, got {self.min_step_std!r}")
 
 
+class StepCoefficients(NamedTuple):
+    """
+    One denoising step in affine form, the same for both samplers and both prediction types:
+    ``mean = clamp(prediction_scale * prediction + input_scale * x_k, -clip, clip) + xk_scale * x_k`` (no clamp where
+    ``clip`` is ``None``), then ``x_{k-1} = mean + noise_std * z_k`` (``noise_std = 0`` at ``k = 1``, whose mean is
+    the action mean).
+
+    Derivation: both samplers' means are ``g * x0 + h * x_k`` once the DDIM noise direction is written from ``x0``
+    and ``x_k`` (DDPM: ``g = x0_coef``, ``h = xk_coef``; DDIM: ``g = x0_coef - eps_coef sqrt(abar) / sqrt(1 - abar)``,
+    ``h = eps_coef / sqrt(1 - abar)``), ``g * clamp(x0, -c, c) = clamp(g * x0, -|g| c, |g| c)``, and ``g * x0`` is
+    ``(g / sqrt(abar)) (x_k - sqrt(1 - abar) eps)`` with epsilon-prediction or ``g * prediction`` with
+    sample-prediction. A step is then at most four tensor operations, which is what it costs on small batches
+    (per-operation overhead dominates there), and ``prediction_scale`` can be folded into the network's output layer.
+    """
+
+    prediction_scale: float
+    input_scale: float
+    clip: float | None
+    xk_scale: float
+    noise_std: float
+
+
 class NoiseConditionedChain:
     """
     The unrolled DDPM/DDIM denoising chain, conditioned on pre-sampled noise.
@@ -167,21 +190,10 @@ class NoiseConditionedChain:
         self._sqrt_one_minus_abar = th.sqrt(1 - abar).tolist()
         # Noise actually injected at steps k >= 2 (floored); step 1 injects none: its output is the final mean.
         self._noise_std = [max(std, config.min_step_std) for std in self.step_std.tolist()]
-        self._predicts_noise = config.prediction_type == "epsilon"
-        self._fused = [self._fused_coefficients(k) for k in range(1, n_steps + 1)]
+        self._noise_std[0] = 0.0
+        self._steps = [self._step_coefficients(k) for k in range(1, n_steps + 1)]
 
-    def _fused_coefficients(self, k: int) -> tuple[float, float, float | None, float]:
-        """
-        Both samplers' means are ``g * x0 + h * x_k`` once the noise direction is written from ``x0`` and ``x_k``
-        (DDPM: ``g = x0_coef``, ``h = xk_coef``; DDIM: ``g = x0_coef - eps_coef * sqrt(abar) / sqrt(1 - abar)``,
-        ``h = eps_coef / sqrt(1 - abar)``), and ``g * clamp(x0, -c, c) = clamp(g * x0, -|g| c, |g| c)``. With
-        epsilon-prediction ``g * x0 = (x_k - a * eps) * s``, so one step is ``clamp((x_k - a * eps) * s, -m, m) + h * x_k``;
-        with sample-prediction it is ``clamp(x0 * s, -m, m) + h * x_k``. Four tensor operations at most, which is what
-        a step costs on small batches (per-operation overhead dominates there).
-
-        :param k: Denoising step in ``1..K``
-        :return: ``(a, s, m, h)``, with ``m = None`` where the step does not clip (``a`` unused for sample-prediction)
-        """
+    def _step_coefficients(self, k: int) -> StepCoefficients:
         i = k - 1
         sqrt_abar, sqrt_one_minus_abar = self._sqrt_abar[i], self._sqrt_one_minus_abar[i]
         x0_coef, xk_coef, eps_coef = (float(c[i]) for c in (self.x0_coef, self.xk_coef, self.eps_coef))
@@ -189,9 +201,19 @@ class NoiseConditionedChain:
             g, h = x0_coef, xk_coef
         else:
             g, h = x0_coef - eps_coef * sqrt_abar / sqrt_one_minus_abar, eps_coef / sqrt_one_minus_abar
-        clip = self.config.x0_clip if self._clips(k) else None
-        scale = g / sqrt_abar if self._predicts_noise else g
-        return sqrt_one_minus_abar, scale, None if clip is None else abs(g) * clip, h
+        clip = None if not self._clips(k) else abs(g) * self.config.x0_clip  # type: ignore[operator]
+        if self.config.prediction_type == "epsilon":
+            prediction_scale, input_scale = -g * sqrt_one_minus_abar / sqrt_abar, g / sqrt_abar
+        else:
+            prediction_scale, input_scale = g, 0.0
+        return StepCoefficients(prediction_scale, input_scale, clip, h, self._noise_std[i])
+
+    def step_coefficients(self, k: int) -> StepCoefficients:
+        """
+        :param k: Denoising step in ``1..K``
+        :return: The step's coefficients in the affine form of :class:`StepCoefficients`
+        """
+        return self._steps[k - 1]
 
     @property
     def n_steps(self) -> int:
@@ -242,7 +264,7 @@ class NoiseConditionedChain:
         :param k: Denoising step in ``1..K``
         :return: The predicted clean sample, clipped to ``x0_clip`` if set (at ``k = 1`` only with ``x0_clip_final``)
         """
-        if self._predicts_noise:
+        if self.config.prediction_type == "epsilon":
             x0 = (x_k - self._sqrt_one_minus_abar[k - 1] * prediction) / self._sqrt_abar[k - 1]
         else:
             x0 = prediction
@@ -257,19 +279,21 @@ class NoiseConditionedChain:
     def step_mean(self, x_k: th.Tensor, prediction: th.Tensor, k: int) -> th.Tensor:
         """
         Mean of ``x_{k-1}`` given ``x_k`` and the network's prediction (DDPM posterior mean or DDIM update), with the
-        predicted clean action clipped as :meth:`predict_x0` does (computed in the fused form of
-        :meth:`_fused_coefficients`).
+        predicted clean action clipped as :meth:`predict_x0` does (computed in the affine form of
+        :class:`StepCoefficients`).
 
         :param x_k: Noisy sample at step ``k``
         :param prediction: The network's prediction (the noise, or the clean sample with ``prediction_type="sample"``)
         :param k: Denoising step in ``1..K``
         :return: The mean ``mu_theta(x_k, k)``
         """
-        a, s, m, h = self._fused[k - 1]
-        scaled_x0 = th.add(x_k, prediction, alpha=-a) * s if self._predicts_noise else prediction * s
-        if m is not None:
-            scaled_x0 = scaled_x0.clamp(-m, m)
-        return th.add(scaled_x0, x_k, alpha=h)
+        step = self._steps[k - 1]
+        scaled_x0 = prediction * step.prediction_scale
+        if step.input_scale:
+            scaled_x0 = th.add(scaled_x0, x_k, alpha=step.input_scale)
+        if step.clip is not None:
+            scaled_x0 = scaled_x0.clamp(-step.clip, step.clip)
+        return th.add(scaled_x0, x_k, alpha=step.xk_scale)
 
     def final_mean(
         self,

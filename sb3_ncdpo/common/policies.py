@@ -20,6 +20,7 @@ from torch import nn
 
 from sb3_ncdpo.common.denoiser import DenoiserMLP, check_denoiser_sizes
 from sb3_ncdpo.common.diffusion import ChainConfig, EpsModel, NoiseConditionedChain
+from sb3_ncdpo.common.traced_chain import TracedChain
 
 _DEFAULTS = ChainConfig()
 SelfDiffusionPolicy = TypeVar("SelfDiffusionPolicy", bound="DiffusionActorCriticPolicy")
@@ -202,6 +203,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
             # SB3's default Adam settings, with PyTorch's fused kernel: the per-parameter loop of the default Adam cost
             # ~0.7 ms per minibatch here, a tenth of an NCDPO update on Hopper-v5 (benchmarks/speed.py).
             optimizer_kwargs = {"eps": 1e-5, "fused": True}
+        self._action_dim = get_action_dim(action_space)  # read on every rollout call: SB3 computes it with np.prod
         self.chain = NoiseConditionedChain(
             ChainConfig(
                 n_denoising_steps=n_denoising_steps,
@@ -262,7 +264,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
     @property
     def action_dim(self) -> int:
         """Size of the (flattened) action vector that the chain denoises."""
-        return get_action_dim(self.action_space)
+        return self._action_dim
 
     @property
     def noise_shape(self) -> tuple[int, int]:
@@ -296,6 +298,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
             time_embed_dim=self.time_embed_dim,
             residual=self.residual,
         )
+        self.traced_chain = TracedChain(self.denoiser, self.chain)
         log_std = self.log_std_init if self.fixed_std is None else math.log(self.fixed_std)
         # A fixed std stays a (frozen) parameter so that saved files have the same layout either way.
         self.log_std = nn.Parameter(th.full((self.action_dim,), float(log_std)), requires_grad=self.fixed_std is None)
@@ -349,8 +352,11 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         :param obs: The observation (needed only with ``n_finetuned_steps``: the frozen steps encode it themselves)
         :return: The final-step Gaussian, conditioned on the noise
         """
-        eps_model = self._eps_model(latent_pi, obs)
-        mean = self.chain.final_mean(eps_model, noises, eps_grad_hook=eps_grad_hook)
+        if eps_grad_hook is None and not th.is_grad_enabled() and self.frozen_actor is None:
+            mean = self.traced_chain(latent_pi, noises)  # rollouts and prediction: same numbers, less overhead
+        else:
+            # The eager chain; with n_finetuned_steps, the early steps run the frozen copy of the actor
+            mean = self.chain.final_mean(self._eps_model(latent_pi, obs), noises, eps_grad_hook=eps_grad_hook)
         return self.action_dist.proba_distribution(mean, self._floored_log_std())  # type: ignore[return-value]
 
     def _noise_for(self, batch_size: int, deterministic: bool) -> th.Tensor:
