@@ -95,6 +95,24 @@ def test_chain_is_ncdpo_chain_with_the_same_noise():
         th.testing.assert_close(chain[:, i + 1], means[:, i] + policy.chain.noise_std(k) * noises[:, i + 1])
 
 
+@pytest.mark.parametrize("batch_size", [1, 5])
+@pytest.mark.parametrize(
+    "policy_kwargs", [SMALL, dict(SMALL, sampler="ddim", ddim_eta=1.0), dict(SMALL, prediction_type="sample")]
+)
+def test_traced_rollout_chain_is_the_eager_chain(policy_kwargs, batch_size):
+    """Rollouts (no gradient) run the chain through a TorchScript trace: bit-identical to the eager chain."""
+    policy = DPPO("MlpPolicy", "Pendulum-v1", n_steps=16, batch_size=16, policy_kwargs=policy_kwargs, seed=0).policy
+    obs = th.randn(batch_size, 3)
+    th.manual_seed(0)
+    eager = [x.detach() for x in policy.sample_chain(obs)]  # gradients on: the eager chain
+    with th.no_grad():
+        th.manual_seed(0)
+        traced = policy.sample_chain(obs)
+    assert policy.traced_recorded_chain.traces  # the trace ran
+    for a, b in zip(eager, traced, strict=True):
+        assert th.equal(a, b)
+
+
 def test_deterministic_action_is_the_zero_noise_chain():
     model = DPPO("MlpPolicy", "Pendulum-v1", n_steps=16, batch_size=16, policy_kwargs=SMALL, seed=0)
     obs = th.randn(5, 3)

@@ -20,6 +20,7 @@ from torch import nn
 
 from sb3_ncdpo.common.denoiser import DenoiserMLP, check_denoiser_sizes
 from sb3_ncdpo.common.diffusion import ChainConfig, EpsModel, NoiseConditionedChain
+from sb3_ncdpo.common.recorded_chain import TracedRecordedChain, record_chain
 from sb3_ncdpo.common.traced_chain import TracedChain
 
 _DEFAULTS = ChainConfig()
@@ -299,6 +300,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
             residual=self.residual,
         )
         self.traced_chain = TracedChain(self.denoiser, self.chain)
+        self.traced_recorded_chain = TracedRecordedChain(self.denoiser, self.chain)
         log_std = self.log_std_init if self.fixed_std is None else math.log(self.fixed_std)
         # A fixed std stays a (frozen) parameter so that saved files have the same layout either way.
         self.log_std = nn.Parameter(th.full((self.action_dim,), float(log_std)), requires_grad=self.fixed_std is None)
@@ -519,21 +521,13 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         latent_pi, latent_vf = self._latents(obs)
         values = self.value_net(latent_vf)
         noises = self._noise_for(latent_pi.shape[0], deterministic)
-        eps_model = self._eps_model(latent_pi, obs)
-        inputs: list[th.Tensor] = []
-        means: list[th.Tensor] = []
-
-        def recording_eps_model(x: th.Tensor, k: int) -> th.Tensor:
-            # final_mean calls eps_model(x_k, k) for k = K .. 1 in that order: its inputs are the chain
-            prediction = eps_model(x, k)
-            inputs.append(x)
-            means.append(self.chain.step_mean(x, prediction, k))
-            return prediction
-
-        final_mean = self.chain.final_mean(recording_eps_model, noises)
-        distribution = self.action_dist.proba_distribution(final_mean, self._floored_log_std())
+        if not th.is_grad_enabled() and self.frozen_actor is None:
+            inputs, means = self.traced_recorded_chain(latent_pi, noises)  # rollouts: same numbers, less overhead
+        else:
+            inputs, means = record_chain(self.chain, self._eps_model(latent_pi, obs), noises)
+        distribution = self.action_dist.proba_distribution(means[:, -1], self._floored_log_std())
         actions = distribution.get_actions(deterministic=deterministic)
-        return actions, values, th.stack([*inputs, actions], dim=1), th.stack(means, dim=1)
+        return actions, values, th.cat([inputs, actions[:, None]], dim=1), means
 
     def step_stds(self) -> th.Tensor:
         """
