@@ -131,3 +131,20 @@ def test_finetune_through_the_cli(tmp_path):
     compared, _ = make_model("dppo", "Pendulum-v1", seed=0, pretrained=str(folder))
     assert compared.pretrained == str(folder) and compared.critic_warmup_iters == 2
     assert th.equal(compared.policy.frozen_actor.denoiser.output.weight, saved["output.weight"])
+
+
+def _finetune_entries() -> list[str]:
+    from sb3_ncdpo.zoo import hyperparams_file
+
+    with open(hyperparams_file("dppo_finetune")) as file:
+        return list(yaml.safe_load(file))
+
+
+@pytest.mark.parametrize("env_id", _finetune_entries())
+def test_every_finetune_entry_builds_and_trains(tmp_path, env_id):
+    """Each dppo_finetune.yml entry as written, from a (barely) pre-trained K = 10 policy: no typo can hide in it."""
+    folder = pretrain(tmp_path / env_id, gym.make(env_id), dict(n_denoising_steps=10), n=64, n_steps=2)
+    model, _ = make_model("dppo", env_id, seed=0, pretrained=str(folder), algo_kwargs=dict(n_epochs=1))
+    assert model.policy.trained_steps == 5 and model.critic_warmup_iters == 2
+    model.learn(model.n_steps * model.n_envs)
+    assert np.isfinite(model.logger.name_to_value["train/value_loss"])
