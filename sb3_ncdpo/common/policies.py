@@ -24,6 +24,11 @@ from sb3_ncdpo.common.recorded_chain import TracedRecordedChain, record_chain
 from sb3_ncdpo.common.traced_chain import TracedChain
 
 _DEFAULTS = ChainConfig()
+#: Defaults of the policy that differ from the textbook chain's (ChainConfig's), chosen by measurement (README): the
+#: denoiser predicts the clean action, so that a fresh policy explores like SB3's Gaussian policy, and its MLP is
+#: 128-128 (as good as 256-256 on HalfCheetah-v5 at 100k steps, and the update costs ~30% less).
+DEFAULT_PREDICTION_TYPE = "sample"
+DEFAULT_DENOISER_SIZES = (128, 128)
 SelfDiffusionPolicy = TypeVar("SelfDiffusionPolicy", bound="DiffusionActorCriticPolicy")
 DEFAULT_MIN_STD = 1e-3
 
@@ -51,7 +56,9 @@ def check_policy_kwargs(policy_kwargs: dict[str, Any]) -> None:
     if policy_kwargs.get("use_sde", False):
         raise ValueError("use_sde=True is not supported: a diffusion policy explores through its denoising noise")
     ChainConfig(**{f.name: policy_kwargs[f.name] for f in fields(ChainConfig) if f.name in policy_kwargs})
-    check_denoiser_sizes(policy_kwargs.get("denoiser_hidden_sizes", (256, 256)), policy_kwargs.get("residual", False))
+    check_denoiser_sizes(
+        policy_kwargs.get("denoiser_hidden_sizes", DEFAULT_DENOISER_SIZES), policy_kwargs.get("residual", False)
+    )
     check_std_settings(policy_kwargs.get("fixed_std"), policy_kwargs.get("min_std", DEFAULT_MIN_STD))
     n_denoising_steps = policy_kwargs.get("n_denoising_steps", _DEFAULTS.n_denoising_steps)
     check_finetuned_steps(policy_kwargs.get("n_finetuned_steps"), n_denoising_steps)
@@ -139,7 +146,9 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         always receives gradient but can leave the action bounds (measured no better: see the README)
     :param noise_clip: Clip of the sampled normal draws (``None``: no clip)
     :param min_step_std: Floor of the std of the intermediate denoising steps
-    :param prediction_type: What the denoiser predicts: ``"epsilon"`` (the noise) or ``"sample"`` (the clean action)
+    :param prediction_type: What the denoiser predicts: ``"sample"`` (the clean action, default) or ``"epsilon"`` (the
+        noise, the usual choice for behaviour cloning; a fresh policy then explores through the chain's own noise with
+        an action std of ~0.8 per dimension whatever ``log_std_init``)
     :param denoiser_hidden_sizes: Hidden layer sizes of the denoiser MLP
     :param denoiser_activation_fn: Activation of the denoiser
     :param time_embed_dim: Size of the sinusoidal time embedding
@@ -176,8 +185,8 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         x0_clip_final: bool = _DEFAULTS.x0_clip_final,
         noise_clip: float | None = _DEFAULTS.noise_clip,
         min_step_std: float = _DEFAULTS.min_step_std,
-        prediction_type: str = _DEFAULTS.prediction_type,
-        denoiser_hidden_sizes: list[int] | tuple[int, ...] = (256, 256),
+        prediction_type: str = DEFAULT_PREDICTION_TYPE,
+        denoiser_hidden_sizes: list[int] | tuple[int, ...] = DEFAULT_DENOISER_SIZES,
         denoiser_activation_fn: type[nn.Module] = nn.SiLU,
         time_embed_dim: int = 16,
         residual: bool = False,

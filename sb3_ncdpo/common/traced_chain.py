@@ -57,15 +57,28 @@ class TracedChain:
         :return: Mean of the final step, ``(batch, dim)``
         """
         key = (tuple(latent_pi.shape), tuple(noise.shape), latent_pi.dtype, latent_pi.device, self.call.training)
+        if key not in self.traces:
+            self.traces[key] = self._trace(latent_pi, noise)
+        trace = self.traces[key]
+        if trace is None:
+            return self.call(latent_pi, noise)
         with th.jit.optimized_execution(False):
-            trace = self.traces.get(key)
-            if trace is None:
-                with warnings.catch_warnings():
-                    # The chain's only Python-level conditions are on shapes and settings, fixed for a given key.
-                    warnings.simplefilter("ignore", th.jit.TracerWarning)
-                    trace = th.jit.trace(self.call, (latent_pi, noise), check_trace=False)
-                self.traces[key] = trace
             return trace(latent_pi, noise)
+
+    def _trace(self, latent_pi: th.Tensor, noise: th.Tensor) -> Any:
+        """:return: The trace for these inputs' key, or ``None`` (eager calls) where TorchScript cannot trace it"""
+        with warnings.catch_warnings():
+            # The chain's only Python-level conditions are on shapes and settings, fixed for a given key. TorchScript
+            # is deprecated in favour of torch.compile / torch.export, neither of which helps here (torch.compile was
+            # slower than eager for this call on CPU); if a torch release drops or breaks tracing, calls stay eager.
+            warnings.simplefilter("ignore", th.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                with th.jit.optimized_execution(False):
+                    return th.jit.trace(self.call, (latent_pi, noise), check_trace=False)
+            except Exception as error:  # any tracing failure means: run eagerly (the same numbers, slower)
+                warnings.warn(f"the denoising chain could not be traced, rollouts run it eagerly (slower): {error!r}")
+                return None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"call": self.call, "traces": {}}
