@@ -73,7 +73,7 @@ def test_chain_layout():
     assert chains.shape == (64, 5, 1)
     np.testing.assert_array_equal(chains[:, -1], buffer.actions[:, 0])
     assert np.abs(chains[:, 0]).max() <= 3.0  # DPPO's noise clip (DEFAULT_POLICY_KWARGS)
-    assert np.abs(buffer.actions).max() > 0.5  # sampled actions, not the means
+    assert buffer.actions.std() > 0.05  # sampled actions (final std 0.1), not the means
     # The per-step log-probs sum to SB3's log_prob field
     np.testing.assert_allclose(buffer.step_log_probs.sum(-1), buffer.log_probs, rtol=1e-5, atol=1e-5)
 
@@ -222,7 +222,10 @@ def test_train_logs():
 
 
 def test_target_env_learning():
-    """A learning check that could fail: only a policy that reads the observation scores above -0.43."""
+    """
+    A learning check that could fail: only a policy that reads the observation scores above -0.43. A fresh
+    (sample-prediction) policy acts near 0 whatever the observation, which scores about -0.43.
+    """
     env = make_vec_env(TargetEnv, n_envs=4, seed=0)
     model = DPPO(
         "MlpDiffusionPolicy",
@@ -238,8 +241,8 @@ def test_target_env_learning():
     before, _ = evaluate_policy(model, make_vec_env(TargetEnv, n_envs=1, seed=1), n_eval_episodes=100)
     model.learn(8192)
     after, _ = evaluate_policy(model, make_vec_env(TargetEnv, n_envs=1, seed=1), n_eval_episodes=100)
-    assert before < -0.5
-    assert after > -0.05  # measured -0.02 (seed 0) and -0.014 (seed 1)
+    assert before < -0.3
+    assert after > -0.05  # measured -0.012 (seed 0) and -0.007 (seed 1)
 
 
 # --- The denoising MDP's maths ---
