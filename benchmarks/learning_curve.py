@@ -17,7 +17,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.utils import safe_mean
 from stable_baselines3.common.vec_env import sync_envs_normalization
 
-from sb3_ncdpo.compare import make_model
+from sb3_ncdpo.compare import COMPARED, make_model
 from sb3_ncdpo.zoo import eval_policy_kwargs
 
 
@@ -48,7 +48,7 @@ class CurveCallback(BaseCallback):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="Pendulum-v1")
-    parser.add_argument("--algo", default="ncdpo", choices=["ncdpo", "ppo"])
+    parser.add_argument("--algo", default="ncdpo", choices=COMPARED)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timesteps", type=int, default=102_400)
     parser.add_argument("--every", type=int, default=5, help="rollouts between two rows")

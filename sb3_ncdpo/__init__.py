@@ -1,7 +1,9 @@
 import os
 
 from sb3_ncdpo.common.buffers import NoiseDictRolloutBuffer, NoiseRolloutBuffer
+from sb3_ncdpo.common.chain_buffers import ChainDictRolloutBuffer, ChainRolloutBuffer
 from sb3_ncdpo.common.policies import CnnDiffusionPolicy, DiffusionActorCriticPolicy, MultiInputDiffusionPolicy
+from sb3_ncdpo.dppo import DPPO
 from sb3_ncdpo.ncdpo import NCDPO
 
 MlpDiffusionPolicy = DiffusionActorCriticPolicy
@@ -12,7 +14,10 @@ with open(version_file) as file_handler:
     __version__ = file_handler.read().strip()
 
 __all__ = [
+    "DPPO",
     "NCDPO",
+    "ChainDictRolloutBuffer",
+    "ChainRolloutBuffer",
     "CnnDiffusionPolicy",
     "DiffusionActorCriticPolicy",
     "MlpDiffusionPolicy",

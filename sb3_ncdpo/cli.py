@@ -4,21 +4,26 @@ The ``sb3-ncdpo`` command (also ``python -m sb3_ncdpo``).
 ``train``, ``enjoy`` and ``record-video`` take rl-zoo3's flags unchanged and run rl-zoo3's own code, with this
 package's algorithms registered (``--algo ncdpo``) next to every rl-zoo3 algorithm. Without ``-conf``, ``train``
 reads this package's hyperparameter file for our algorithms, and for PPO whenever the env has an entry there (the
-fair PPO baselines under ``-v5`` ids); otherwise rl-zoo3's own file. ``compare`` runs :mod:`sb3_ncdpo.compare`.
+fair PPO baselines under ``-v5`` ids); otherwise rl-zoo3's own file. ``train --pretrained FOLDER`` starts from a
+pre-trained folder (the algorithm's ``pretrained`` argument) and reads the packaged fine-tuning hyperparameters
+(``hyperparams/<algo>_finetune.yml``) when the env has an entry there. ``compare`` runs :mod:`sb3_ncdpo.compare`,
+``collect-demos`` :mod:`sb3_ncdpo.pretrain.demos` and ``pretrain`` :mod:`sb3_ncdpo.pretrain.bc`.
 """
 
 import argparse
 import runpy
 import sys
+from pathlib import Path
 
 from sb3_ncdpo.zoo import ALGORITHMS, hyperparams_file, register
 
-COMMANDS = ("train", "enjoy", "record-video", "compare")
+COMMANDS = ("train", "enjoy", "record-video", "compare", "collect-demos", "pretrain")
 
 
-def default_config(zoo_args: list[str]) -> str | None:
+def default_config(zoo_args: list[str], finetune: bool = False) -> str | None:
     """
     :param zoo_args: rl-zoo3 ``train`` arguments
+    :param finetune: Prefer the algorithm's fine-tuning file (``<algo>_finetune.yml``) when it has the env
     :return: The packaged hyperparameter file to use, or ``None`` to leave rl-zoo3's choice (or the user's ``-conf``)
     """
     parser = argparse.ArgumentParser(add_help=False)
@@ -28,15 +33,47 @@ def default_config(zoo_args: list[str]) -> str | None:
     known, _ = parser.parse_known_args(zoo_args)
     if known.conf_file is not None:
         return None
+    if finetune and _has_entry(hyperparams_file(f"{known.algo}_finetune"), known.env):
+        return str(hyperparams_file(f"{known.algo}_finetune"))
     path = hyperparams_file(known.algo)
     if not path.exists():
         return None
     if known.algo in ALGORITHMS:
         return str(path)
+    return str(path) if _has_entry(path, known.env) else None
+
+
+def _has_entry(path: Path, env_id: str) -> bool:
+    if not path.exists():
+        return False
     import yaml  # an rl-zoo3 dependency, like everything this command runs
 
     with open(path) as file:
-        return str(path) if known.env in (yaml.safe_load(file) or {}) else None
+        return env_id in (yaml.safe_load(file) or {})
+
+
+def pretrained_args(zoo_args: list[str]) -> tuple[list[str], str | None]:
+    """
+    Turn ``--pretrained FOLDER`` into rl-zoo3's ``-params pretrained:'FOLDER'`` (added to the user's own ``-params``:
+    rl-zoo3 keeps only the last occurrence of that flag).
+
+    :param zoo_args: ``train`` arguments
+    :return: The arguments for rl-zoo3, and the folder (``None`` without the flag)
+    :raises SystemExit: if the folder is not a pre-trained folder
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--pretrained", default=None)
+    known, rest = parser.parse_known_args(zoo_args)
+    if known.pretrained is None:
+        return zoo_args, None
+    if not (Path(known.pretrained) / "policy.pth").is_file():
+        sys.exit(f"--pretrained must be a folder written by `sb3-ncdpo pretrain` (with policy.pth), got {known.pretrained!r}")
+    value = f"pretrained:{str(Path(known.pretrained).resolve())!r}"
+    for flag in ("-params", "--hyperparams"):
+        if flag in rest:
+            index = rest.index(flag) + 1
+            return [*rest[:index], value, *rest[index:]], known.pretrained
+    return [*rest, "-params", value], known.pretrained
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,9 +90,20 @@ def main(argv: list[str] | None = None) -> None:
 
         compare(zoo_args)
         return
+    if command == "collect-demos":
+        from sb3_ncdpo.pretrain.demos import main as collect_demos
+
+        collect_demos(zoo_args)
+        return
+    if command == "pretrain":
+        from sb3_ncdpo.pretrain.bc import main as pretrain
+
+        pretrain(zoo_args)
+        return
     register()
     if command == "train":
-        config = default_config(zoo_args)
+        zoo_args, pretrained = pretrained_args(zoo_args)
+        config = default_config(zoo_args, finetune=pretrained is not None)
         if config is not None:
             zoo_args = [*zoo_args, "--conf-file", config]
     sys.argv = [f"sb3-ncdpo {command}", *zoo_args]

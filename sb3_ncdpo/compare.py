@@ -38,7 +38,7 @@ import numpy as np
 from sb3_ncdpo.zoo import ALGORITHMS, eval_policy_kwargs, load_hyperparams
 
 #: Algorithms that ``compare`` can run, by name; each needs a packaged ``hyperparams/<name>.yml``.
-COMPARED = ("ncdpo", "ppo")
+COMPARED = ("ncdpo", "dppo", "ppo")
 FIELDS = ["algo", "env", "seed", "timesteps", "eval_return_mean", "eval_return_std", "wall_time_s", "fps", "peak_rss_mb"]
 METRICS = ("iqm", "mean")
 
@@ -59,6 +59,10 @@ class RunSpec:
         in scope, as in rl-zoo3's files); ``""`` for none
     :param label: Name of the variant in the results (default: ``algo``), so that variants of one algorithm (e.g.
         several K) sit side by side in one comparison
+    :param pretrained: Fine-tune from pre-trained folders (``sb3-ncdpo pretrain``): a path template where ``{env}``,
+        ``{algo}`` and ``{policy}`` (``gaussian`` for PPO, ``diffusion`` otherwise) are filled in; the run then uses
+        the packaged fine-tuning hyperparameters (``<algo>_finetune.yml``) and is also evaluated at step 0.
+        ``""``: train from scratch
     """
 
     algo: str
@@ -70,6 +74,7 @@ class RunSpec:
     n_threads: int = 1
     policy_kwargs: str = ""
     label: str = ""
+    pretrained: str = ""
 
     @property
     def variant(self) -> str:
@@ -95,12 +100,23 @@ def algorithm_class(algo: str) -> Any:
     return classes[algo]
 
 
+def pretrained_path(template: str, algo: str, env_id: str) -> str:
+    """
+    :param template: Path template with ``{env}``, ``{algo}`` and ``{policy}`` placeholders
+    :param algo: Algorithm name
+    :param env_id: Environment id
+    :return: The pre-trained folder of that run (``{policy}`` is ``gaussian`` for PPO, ``diffusion`` otherwise)
+    """
+    return template.format(env=env_id, algo=algo, policy="gaussian" if algo == "ppo" else "diffusion")
+
+
 def make_model(
     algo: str,
     env_id: str,
     seed: int,
     policy_kwargs: dict[str, Any] | None = None,
     algo_kwargs: dict[str, Any] | None = None,
+    pretrained: str | None = None,
 ) -> tuple[Any, Any]:
     """
     Build a model with the packaged hyperparameters (plus overrides) and its evaluation env, which normalises
@@ -112,12 +128,19 @@ def make_model(
     :param seed: Seed of the model and the training env; the evaluation env gets ``seed + 10_000``
     :param policy_kwargs: Overrides of the entry's ``policy_kwargs`` (merged key by key)
     :param algo_kwargs: Overrides of the entry's other values
+    :param pretrained: A pre-trained folder to start from, with the fine-tuning hyperparameters
+        (``hyperparams/<algo>_finetune.yml``): passed as the algorithm's ``pretrained`` argument where it has one,
+        else (SB3's PPO) loaded by :func:`~sb3_ncdpo.pretrain.pretrained.init_from_pretrained` after construction
     :return: ``(model, eval_env)``
     """
+    import inspect
+
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
-    hyperparams = load_hyperparams(algo, env_id)
+    from sb3_ncdpo.pretrain.pretrained import init_from_pretrained, pretrained_policy_kwargs
+
+    hyperparams = load_hyperparams(f"{algo}_finetune" if pretrained else algo, env_id)
     n_envs = hyperparams.pop("n_envs", 1)
     normalize = hyperparams.pop("normalize", False)
     hyperparams.pop("n_timesteps", None)
@@ -129,7 +152,16 @@ def make_model(
     if normalize:
         env = VecNormalize(env, gamma=hyperparams.get("gamma", 0.99))
         eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
-    return algorithm_class(algo)(policy, env, seed=seed, device="cpu", **hyperparams), eval_env
+    algorithm = algorithm_class(algo)
+    takes_pretrained = "pretrained" in inspect.signature(algorithm).parameters
+    if pretrained and takes_pretrained:
+        hyperparams["pretrained"] = pretrained
+    elif pretrained:
+        hyperparams["policy_kwargs"] = pretrained_policy_kwargs(pretrained, hyperparams["policy_kwargs"])
+    model = algorithm(policy, env, seed=seed, device="cpu", **hyperparams)
+    if pretrained and not takes_pretrained:
+        init_from_pretrained(model, pretrained)
+    return model, eval_env
 
 
 def _peak_rss_mb() -> float:
@@ -157,7 +189,10 @@ def run_one(spec: RunSpec, out: Path, progress_bar: bool = False) -> Path:
     from stable_baselines3.common.vec_env import sync_envs_normalization
 
     th.set_num_threads(spec.n_threads)
-    model, eval_env = make_model(spec.algo, spec.env, spec.seed, policy_kwargs=eval_policy_kwargs(spec.policy_kwargs))
+    pretrained = pretrained_path(spec.pretrained, spec.algo, spec.env) if spec.pretrained else None
+    model, eval_env = make_model(
+        spec.algo, spec.env, spec.seed, policy_kwargs=eval_policy_kwargs(spec.policy_kwargs), pretrained=pretrained
+    )
     rows: list[dict[str, Any]] = []
     clock = {"start": 0.0, "eval": 0.0}
 
@@ -188,7 +223,17 @@ def run_one(spec: RunSpec, out: Path, progress_bar: bool = False) -> Path:
                 record(self.num_timesteps, self.last_mean_reward, float(np.std(self.evaluations_results[-1])))
             return keep_going
 
+    def evaluate_now() -> None:
+        start = time.perf_counter()
+        sync_envs_normalization(model.get_env(), eval_env)
+        mean, std = evaluate_policy(model, eval_env, n_eval_episodes=spec.n_eval_episodes, deterministic=True)
+        clock["eval"] += time.perf_counter() - start
+        record(model.num_timesteps, float(mean), float(std))  # type: ignore[arg-type]
+
     n_envs = model.get_env().num_envs
+    clock["start"] = time.perf_counter()
+    if pretrained:
+        evaluate_now()  # the pre-trained policy itself, before any update
     with tempfile.TemporaryDirectory() as log_path:  # EvalCallback keeps each evaluation's episodes only with a log path
         callback = TimedEval(
             eval_env,
@@ -198,14 +243,9 @@ def run_one(spec: RunSpec, out: Path, progress_bar: bool = False) -> Path:
             deterministic=True,
             verbose=0,
         )
-        clock["start"] = time.perf_counter()
         model.learn(spec.timesteps, callback=callback, progress_bar=progress_bar)
     if not rows or rows[-1]["timesteps"] != model.num_timesteps:
-        start = time.perf_counter()
-        sync_envs_normalization(model.get_env(), eval_env)
-        mean, std = evaluate_policy(model, eval_env, n_eval_episodes=spec.n_eval_episodes, deterministic=True)
-        clock["eval"] += time.perf_counter() - start
-        record(model.num_timesteps, float(mean), float(std))  # type: ignore[arg-type]
+        evaluate_now()
     runs = out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     csv_path = runs / f"{spec.name}.csv"
@@ -456,12 +496,20 @@ def plot_curves(rows: list[dict[str, Any]], out: Path, metric: str = "iqm") -> l
 
 def commands(out: Path) -> list[str]:
     """:return: Commands that re-run every finished run of ``out``, one per group of shared settings"""
-    groups: dict[tuple[int, int, int, int, str, str], list[RunSpec]] = {}
+    groups: dict[tuple[int, int, int, int, str, str, str], list[RunSpec]] = {}
     for spec in finished_specs(out).values():
-        key = (spec.timesteps, spec.eval_freq, spec.n_eval_episodes, spec.n_threads, spec.policy_kwargs, spec.label)
+        key = (
+            spec.timesteps,
+            spec.eval_freq,
+            spec.n_eval_episodes,
+            spec.n_threads,
+            spec.policy_kwargs,
+            spec.label,
+            spec.pretrained,
+        )
         groups.setdefault(key, []).append(spec)
     lines = []
-    for (timesteps, eval_freq, n_eval_episodes, n_threads, policy_kwargs, label), specs in sorted(groups.items()):
+    for (timesteps, eval_freq, n_eval_episodes, n_threads, policy_kwargs, label, pretrained), specs in sorted(groups.items()):
         envs = " ".join(f"--env {e}" for e in sorted({s.env for s in specs}))
         algos = " ".join(_algos_in_order({s.algo for s in specs}))
         seeds = sorted({s.seed for s in specs})
@@ -473,6 +521,7 @@ def commands(out: Path) -> list[str]:
             f"--n-eval-episodes {n_eval_episodes} --threads {n_threads} --out {out}"
             + (f' --policy-kwargs "{policy_kwargs}"' if policy_kwargs else "")
             + (f" --label {label}" if label else "")
+            + (f' --pretrained "{pretrained}"' if pretrained else "")
         )
     return lines
 
@@ -503,6 +552,23 @@ def report(out: Path, metric: str = "iqm") -> str:
     return table
 
 
+def _run_problem(algo: str, env_id: str, pretrained: str, check_folder: bool) -> str:
+    """:return: Why (algo, env) cannot run with these settings, or ``""``"""
+    try:
+        load_hyperparams(f"{algo}_finetune" if pretrained else algo, env_id)
+    except ValueError as error:
+        return f"--env {env_id} with --algos {algo}: {error}"
+    if not pretrained or not check_folder:
+        return ""
+    try:
+        folder = pretrained_path(pretrained, algo, env_id)
+    except (KeyError, IndexError, ValueError) as error:
+        return f"--pretrained {pretrained!r}: only {{env}}, {{algo}} and {{policy}} can be filled in ({error})"
+    if not (Path(folder) / "policy.pth").is_file():
+        return f"--pretrained: {folder} (for {algo} on {env_id}) is not a folder written by `sb3-ncdpo pretrain`"
+    return ""
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Parse and validate the command line (every check happens before anything runs)."""
     parser = argparse.ArgumentParser(
@@ -520,6 +586,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--policy-kwargs", default="", help='overrides, a dict expression: "dict(n_denoising_steps=5)"')
     parser.add_argument("--label", default="", help="name of this variant in the results (needs a single --algos)")
+    parser.add_argument(
+        "--pretrained",
+        default="",
+        help="fine-tune from pre-trained folders: a path template with {env}, {algo}, {policy} (gaussian for ppo, "
+        "diffusion otherwise), e.g. 'pretrained/{env}/{policy}'; uses hyperparams/<algo>_finetune.yml",
+    )
     parser.add_argument("--metric", choices=METRICS, default="iqm", help="aggregate over seeds")
     parser.add_argument("--out", type=Path, required=True, help="output directory (finished runs in it are reused)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from finished runs, run nothing")
@@ -540,7 +612,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error(f"--label must not contain '__' (it separates the parts of run file names), got {args.label!r}")
     try:
         overrides = eval_policy_kwargs(args.policy_kwargs)
-        if "ncdpo" in args.algos:
+        if set(args.algos) & set(ALGORITHMS):
             from sb3_ncdpo.common.policies import check_policy_kwargs
 
             check_policy_kwargs(overrides)
@@ -549,10 +621,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
     for algo in args.algos:
         for env_id in args.env:
-            try:
-                load_hyperparams(algo, env_id)
-            except ValueError as error:
-                parser.error(f"--env {env_id} with --algos {algo}: {error}")
+            problem = _run_problem(algo, env_id, args.pretrained, check_folder=not args.report_only)
+            if problem:
+                parser.error(problem)
     return args
 
 
@@ -574,6 +645,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.threads,
             args.policy_kwargs,
             args.label,
+            args.pretrained,
         )
         for env_id in args.env
         for seed in seeds

@@ -13,10 +13,11 @@ from typing import Any
 from stable_baselines3.common.base_class import BaseAlgorithm
 from torch import nn
 
+from sb3_ncdpo.dppo import DPPO
 from sb3_ncdpo.ncdpo import NCDPO
 
 #: Algorithms this package adds to rl-zoo3, by their ``--algo`` name.
-ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ncdpo": NCDPO}
+ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ncdpo": NCDPO, "dppo": DPPO}
 
 DENOISER_SIZES = {"small": [128, 128], "medium": [256, 256], "large": [256, 256, 256]}
 CONDITION_NETS = {"none": [], "small": [64, 64]}
@@ -135,15 +136,93 @@ def sample_ncdpo_params(trial: Any, n_actions: int, n_envs: int, additional_args
     :param additional_args: rl-zoo3's extra arguments (unused)
     :return: Keyword arguments for :class:`~sb3_ncdpo.NCDPO`
     """
+    return convert_ncdpo_params(suggest(trial, SEARCH_SPACE))
+
+
+def suggest(trial: Any, space: dict[str, tuple[int, int] | tuple[float, float] | list[Any]]) -> dict[str, Any]:
+    """
+    :param trial: Optuna trial
+    :param space: ``(low, high)`` ranges (ints: uniform; floats: log-uniform for the names in :data:`LOG_SCALE`) and
+        lists of choices, by parameter name
+    :return: One value per name, suggested by the trial
+    """
     params: dict[str, Any] = {}
-    for name, space in SEARCH_SPACE.items():
-        if isinstance(space, list):
-            params[name] = trial.suggest_categorical(name, space)
-        elif isinstance(space[0], int):
-            params[name] = trial.suggest_int(name, space[0], space[1])
+    for name, values in space.items():
+        if isinstance(values, list):
+            params[name] = trial.suggest_categorical(name, values)
+        elif isinstance(values[0], int):
+            params[name] = trial.suggest_int(name, values[0], values[1])
         else:
-            params[name] = trial.suggest_float(name, space[0], space[1], log=name in LOG_SCALE)
-    return convert_ncdpo_params(params)
+            params[name] = trial.suggest_float(name, values[0], values[1], log=name in LOG_SCALE)
+    return params
+
+
+def convert_dppo_params(params: dict[str, Any]) -> dict[str, Any]:
+    """
+    Turn the raw values sampled by :func:`sample_dppo_params` (or stored in an Optuna trial, for ``--trial-id``) into
+    DPPO's constructor arguments, with a complete ``policy_kwargs``. ``batch_size`` is sampled in env steps and
+    converted to (env step, denoising step) pairs, so that it always fits the rollout.
+
+    :param params: Raw sampled values (``trial.params``)
+    :return: Keyword arguments for :class:`~sb3_ncdpo.DPPO`
+    """
+    n_denoising_steps = params["n_denoising_steps"]
+    return {
+        "n_steps": 2 ** params["n_steps_pow"],
+        "batch_size": 2 ** params["batch_size_pow"] * n_denoising_steps,
+        "gamma": 1 - params["one_minus_gamma"],
+        "gae_lambda": 1 - params["one_minus_gae_lambda"],
+        "learning_rate": params["learning_rate"],
+        "clip_range": params["clip_range"],
+        "clip_range_base": None if params["clip_range_base"] == "none" else float(params["clip_range_base"]),
+        "gamma_denoising": params["gamma_denoising"],
+        "n_epochs": params["n_epochs"],
+        "max_grad_norm": params["max_grad_norm"],
+        "policy_kwargs": {
+            "n_denoising_steps": n_denoising_steps,
+            "sampler": params["sampler"],
+            "min_step_std": params["min_std"],
+            "fixed_std": params["min_std"],
+            "noise_clip": 3.0,
+            "denoiser_hidden_sizes": DENOISER_SIZES[params["denoiser"]],
+            "net_arch": {"pi": CONDITION_NETS[params["condition_net"]], "vf": [64, 64]},
+            "activation_fn": nn.Tanh,
+        },
+    }
+
+
+#: Search space of :func:`sample_dppo_params` (same conventions as :data:`SEARCH_SPACE`): PPO's knobs with DPPO's
+#: smaller clip ranges, its denoising discount and clipping schedule, and its minimum std of every denoising step.
+DPPO_SEARCH_SPACE: dict[str, tuple[int, int] | tuple[float, float] | list[Any]] = {
+    "n_steps_pow": (7, 11),
+    "batch_size_pow": (5, 7),
+    "one_minus_gamma": (0.0001, 0.1),
+    "one_minus_gae_lambda": (0.001, 0.1),
+    "learning_rate": (1e-5, 1e-3),
+    "clip_range": [0.01, 0.05, 0.1, 0.2],
+    "clip_range_base": ["none", "0.001"],
+    "gamma_denoising": [0.9, 0.99, 1.0],
+    "n_epochs": [1, 5, 10],
+    "max_grad_norm": (0.3, 2.0),
+    "n_denoising_steps": [2, 5, 10, 20],
+    "sampler": ["ddpm", "ddim"],
+    "min_std": [0.05, 0.1, 0.2],
+    "denoiser": list(DENOISER_SIZES),
+    "condition_net": list(CONDITION_NETS),
+}
+
+
+def sample_dppo_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
+    """
+    Optuna sampler for DPPO over :data:`DPPO_SEARCH_SPACE`.
+
+    :param trial: Optuna trial
+    :param n_actions: Size of the action space (unused)
+    :param n_envs: Number of envs (unused)
+    :param additional_args: rl-zoo3's extra arguments (unused)
+    :return: Keyword arguments for :class:`~sb3_ncdpo.DPPO`
+    """
+    return convert_dppo_params(suggest(trial, DPPO_SEARCH_SPACE))
 
 
 def register() -> None:
@@ -157,3 +236,5 @@ def register() -> None:
     rl_zoo3.ALGOS.update(ALGORITHMS)
     hyperparams_opt.HYPERPARAMS_SAMPLER["ncdpo"] = sample_ncdpo_params
     hyperparams_opt.HYPERPARAMS_CONVERTER["ncdpo"] = convert_ncdpo_params  # type: ignore[assignment]
+    hyperparams_opt.HYPERPARAMS_SAMPLER["dppo"] = sample_dppo_params
+    hyperparams_opt.HYPERPARAMS_CONVERTER["dppo"] = convert_dppo_params  # type: ignore[assignment]

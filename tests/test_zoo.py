@@ -95,7 +95,7 @@ def test_train_ppo_uses_packaged_baseline_only_where_it_has_an_entry(tmp_path):
 
 
 def test_unknown_command():
-    with pytest.raises(SystemExit, match=r"usage: sb3-ncdpo \{train,enjoy,record-video,compare\}"):
+    with pytest.raises(SystemExit, match=r"usage: sb3-ncdpo \{train,enjoy,record-video,compare,collect-demos,pretrain\}"):
         main(["fit"])
 
 

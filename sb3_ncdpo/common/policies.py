@@ -1,5 +1,6 @@
 """Diffusion actor-critic policies: a denoising chain conditioned on stored noise as the actor, V(s) as the critic."""
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import asdict, fields
@@ -19,7 +20,8 @@ from torch import nn
 from torch.distributions import Normal
 
 from sb3_ncdpo.common.denoiser import DenoiserMLP, check_denoiser_sizes
-from sb3_ncdpo.common.diffusion import ChainConfig, NoiseConditionedChain
+from sb3_ncdpo.common.diffusion import ChainConfig, EpsModel, NoiseConditionedChain
+from sb3_ncdpo.common.recorded_chain import RecordedChainCall, record_chain
 from sb3_ncdpo.common.traced import TRACEABLE_MODULES, ChainCall, Traced
 
 _DEFAULTS = ChainConfig()
@@ -59,6 +61,47 @@ def check_policy_kwargs(policy_kwargs: dict[str, Any]) -> None:
         policy_kwargs.get("denoiser_hidden_sizes", DEFAULT_DENOISER_SIZES), policy_kwargs.get("residual", False)
     )
     check_std_settings(policy_kwargs.get("fixed_std"), policy_kwargs.get("min_std", DEFAULT_MIN_STD))
+    n_denoising_steps = policy_kwargs.get("n_denoising_steps", _DEFAULTS.n_denoising_steps)
+    check_finetuned_steps(policy_kwargs.get("n_finetuned_steps"), n_denoising_steps)
+
+
+def check_finetuned_steps(n_finetuned_steps: int | None, n_denoising_steps: int) -> None:
+    """
+    :param n_finetuned_steps: Number of trained (last) denoising steps, or ``None`` for all of them
+    :param n_denoising_steps: Number of denoising steps K
+    :raises ValueError: if it is not an int in ``1..K`` or ``None``
+    """
+    if n_finetuned_steps is not None and (
+        not isinstance(n_finetuned_steps, int)
+        or isinstance(n_finetuned_steps, bool)
+        or not 1 <= n_finetuned_steps <= n_denoising_steps
+    ):
+        raise ValueError(
+            f"n_finetuned_steps must be an int in [1, n_denoising_steps={n_denoising_steps}] or None (all steps), "
+            f"got {n_finetuned_steps!r}"
+        )
+
+
+class FrozenActor(nn.Module):
+    """
+    A frozen copy of a diffusion policy's actor (observation encoder and denoiser), for the denoising steps that are
+    not trained (see ``n_finetuned_steps``). Its parameters never require gradients and it always runs in eval mode.
+
+    :param features_extractor: Copy of the actor's features extractor
+    :param policy_net: Copy of the actor's encoder (``mlp_extractor.policy_net``)
+    :param denoiser: Copy of the denoiser
+    """
+
+    def __init__(self, features_extractor: BaseFeaturesExtractor, policy_net: nn.Module, denoiser: DenoiserMLP) -> None:
+        super().__init__()
+        self.features_extractor = features_extractor
+        self.policy_net = policy_net
+        self.denoiser = denoiser
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "FrozenActor":
+        return super().train(False)
 
 
 class FinalGaussian(DiagGaussianDistribution):
@@ -154,6 +197,9 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
     :param fixed_std: If set, the final-step std is fixed to this value; if ``None`` it is a learned,
         state-independent parameter initialised at ``exp(log_std_init)``
     :param min_std: Floor of the final-step std
+    :param n_finetuned_steps: Train only the last ``K'`` denoising steps (DPPO's partial fine-tuning): the steps
+        ``k > K'`` run a frozen copy of the actor (observation encoder and denoiser) made when the policy is built, or
+        by :meth:`reset_frozen_actor` after loading pre-trained weights. ``None`` (default): every step is trained
     """
 
     def __init__(
@@ -187,6 +233,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         residual: bool = False,
         fixed_std: float | None = None,
         min_std: float = DEFAULT_MIN_STD,
+        n_finetuned_steps: int | None = None,
     ):
         if not isinstance(action_space, spaces.Box):
             raise ValueError(f"{type(self).__name__} supports only Box action spaces, got {action_space}")
@@ -199,6 +246,8 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
                 residual=residual,
                 fixed_std=fixed_std,
                 min_std=min_std,
+                n_finetuned_steps=n_finetuned_steps,
+                n_denoising_steps=n_denoising_steps,
             )
         )
         if optimizer_kwargs is None and optimizer_class is th.optim.Adam:
@@ -225,6 +274,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         self.residual = residual
         self.fixed_std = fixed_std
         self.min_std = min_std
+        self.n_finetuned_steps = n_finetuned_steps
         super().__init__(
             observation_space,
             action_space,
@@ -285,6 +335,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
             residual=self.residual,
             fixed_std=self.fixed_std,
             min_std=self.min_std,
+            n_finetuned_steps=self.n_finetuned_steps,
         )
         return data
 
@@ -304,6 +355,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         encoders = (self.features_extractor, self.pi_features_extractor, self.vf_features_extractor, self.mlp_extractor)
         traceable = all(type(module) in TRACEABLE_MODULES for module in encoders)
         self.traced_forward = Traced(ActorCriticCall(self), mode_of=self) if traceable else None
+        self.traced_recorded_chain = Traced(RecordedChainCall(self.denoiser, self.chain), mode_of=self)
         self.action_dist = FinalGaussian(self.action_dim)
         log_std = self.log_std_init if self.fixed_std is None else math.log(self.fixed_std)
         # A fixed std stays a (frozen) parameter so that saved files have the same layout either way.
@@ -316,6 +368,8 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
             for module, gain in module_gains.items():
                 module.apply(partial(self.init_weights, gain=gain))
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
+        # After the optimizer: the frozen copy's parameters are never optimised.
+        self.frozen_actor = self._make_frozen_actor()
 
     def final_std(self) -> th.Tensor:
         """:return: The std of the final Gaussian step per action dimension, after the ``min_std`` floor."""
@@ -347,33 +401,41 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         latent_pi: th.Tensor,
         noises: th.Tensor,
         eps_grad_hook: Callable[[int, th.Tensor], None] | None = None,
+        obs: PyTorchObs | None = None,
     ) -> DiagGaussianDistribution:
         """
         :param latent_pi: Conditioning features of the denoiser
         :param noises: Denoising noise, shape ``(batch, *noise_shape)``
         :param eps_grad_hook: See :meth:`NoiseConditionedChain.final_mean`
+        :param obs: The observation (needed only with ``n_finetuned_steps``: the frozen steps encode it themselves)
         :return: The final-step Gaussian, conditioned on the noise
         """
-        return self._final_distribution(self._final_mean(latent_pi, noises, eps_grad_hook))
+        return self._final_distribution(self._final_mean(latent_pi, noises, eps_grad_hook, obs))
 
     def _final_mean(
-        self, latent_pi: th.Tensor, noises: th.Tensor, eps_grad_hook: Callable[[int, th.Tensor], None] | None = None
+        self,
+        latent_pi: th.Tensor,
+        noises: th.Tensor,
+        eps_grad_hook: Callable[[int, th.Tensor], None] | None = None,
+        obs: PyTorchObs | None = None,
     ) -> th.Tensor:
-        """The chain's final mean: through its trace, or eagerly where a gradient hook needs the eager graph."""
-        if eps_grad_hook is None:
+        """
+        The chain's final mean: through its trace, or eagerly where a gradient hook needs the eager graph or where the
+        early steps run the frozen copy of the actor (``n_finetuned_steps``, which needs ``obs``).
+        """
+        if eps_grad_hook is None and self.frozen_actor is None:
             return self.traced_chain(latent_pi, noises)  # type: ignore[no-any-return]
-        cond = self.denoiser.project_condition(latent_pi)
-        eps_model = self.denoiser.step_predictor(cond, self.chain.n_steps)
-        return self.chain.final_mean(eps_model, noises, eps_grad_hook=eps_grad_hook)
+        return self.chain.final_mean(self._eps_model(latent_pi, obs), noises, eps_grad_hook=eps_grad_hook)
 
     def _final_mean_and_values(
         self, obs: PyTorchObs, noises: th.Tensor, eps_grad_hook: Callable[[int, th.Tensor], None] | None = None
     ) -> tuple[th.Tensor, th.Tensor]:
         """The chain's final mean and the value: through one trace where the encoders are traceable."""
-        if eps_grad_hook is None and self.traced_forward is not None and isinstance(obs, th.Tensor):
-            return self.traced_forward(obs, noises)  # type: ignore[no-any-return]
+        traceable = eps_grad_hook is None and self.frozen_actor is None and self.traced_forward is not None
+        if traceable and isinstance(obs, th.Tensor):
+            return self.traced_forward(obs, noises)  # type: ignore[misc]
         latent_pi, latent_vf = self._latents(obs)
-        return self._final_mean(latent_pi, noises, eps_grad_hook), self.value_net(latent_vf)
+        return self._final_mean(latent_pi, noises, eps_grad_hook, obs), self.value_net(latent_vf)
 
     def _final_distribution(self, mean: th.Tensor, validate_args: bool | None = None) -> DiagGaussianDistribution:
         """
@@ -435,9 +497,26 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         :param eps_grad_hook: See :meth:`NoiseConditionedChain.final_mean`
         :return: estimated value, log likelihood of the actions given the noise, entropy of the final step
         """
-        mean, values = self._final_mean_and_values(obs, noises, eps_grad_hook)
-        distribution = self._final_distribution(mean)
+        values, distribution = self.evaluate_distribution(obs, noises, eps_grad_hook=eps_grad_hook)
         return values, distribution.log_prob(actions), distribution.entropy()
+
+    def evaluate_distribution(
+        self,
+        obs: PyTorchObs,
+        noises: th.Tensor,
+        eps_grad_hook: Callable[[int, th.Tensor], None] | None = None,
+    ) -> tuple[th.Tensor, DiagGaussianDistribution]:
+        """
+        :meth:`evaluate_actions` before the log-likelihood: the value and the final-step distribution given the noise
+        (for losses on the distribution itself, e.g. the KL to a reference policy of the BC regulariser).
+
+        :param obs: Observation
+        :param noises: Stored noise, shape ``(batch, *noise_shape)``
+        :param eps_grad_hook: See :meth:`NoiseConditionedChain.final_mean`
+        :return: estimated value, final-step Gaussian given the noise
+        """
+        mean, values = self._final_mean_and_values(obs, noises, eps_grad_hook)
+        return values, self._final_distribution(mean)
 
     def get_distribution(self, obs: PyTorchObs, noises: th.Tensor | None = None) -> DiagGaussianDistribution:  # type: ignore[override]
         """
@@ -448,7 +527,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         latent_pi = self._actor_latent(obs)
         if noises is None:
             noises = self.sample_noise(latent_pi.shape[0])
-        return self._get_action_dist_from_latent(latent_pi, noises)
+        return self._get_action_dist_from_latent(latent_pi, noises, obs=obs)
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         """
@@ -458,8 +537,112 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         """
         latent_pi = self._actor_latent(observation)
         noises = self._noise_for(latent_pi.shape[0], deterministic)
-        actions = self._get_action_dist_from_latent(latent_pi, noises).get_actions(deterministic=deterministic)
-        return actions.clamp(-1.0, 1.0)
+        distribution = self._get_action_dist_from_latent(latent_pi, noises, obs=observation)
+        return distribution.get_actions(deterministic=deterministic).clamp(-1.0, 1.0)
+
+    # --- Partial fine-tuning (the steps k > n_finetuned_steps run a frozen copy of the actor) ---
+
+    def _make_frozen_actor(self) -> FrozenActor | None:
+        if self.n_finetuned_steps is None or self.n_finetuned_steps == self.chain.n_steps:
+            return None
+        policy_net = copy.deepcopy(self.mlp_extractor.policy_net)
+        return FrozenActor(copy.deepcopy(self.pi_features_extractor), policy_net, copy.deepcopy(self.denoiser))
+
+    def reset_frozen_actor(self) -> None:
+        """
+        Copy the current actor (observation encoder and denoiser) into the frozen copy that runs the steps
+        ``k > n_finetuned_steps``: call it after loading pre-trained weights into a policy built with
+        ``n_finetuned_steps``, so that the early steps are the pre-trained ones. No-op when every step is trained.
+        """
+        if self.frozen_actor is None:
+            return
+        self.frozen_actor.features_extractor.load_state_dict(self.pi_features_extractor.state_dict())
+        self.frozen_actor.policy_net.load_state_dict(self.mlp_extractor.policy_net.state_dict())
+        self.frozen_actor.denoiser.load_state_dict(self.denoiser.state_dict())
+
+    def _eps_model(self, latent_pi: th.Tensor, obs: PyTorchObs | None) -> EpsModel:
+        """
+        :param latent_pi: Conditioning features of the trained denoiser
+        :param obs: The observation (the frozen steps encode it with their own copy of the encoder)
+        :return: ``eps_model(x_k, k)`` for the whole chain: the trained denoiser for ``k <= n_finetuned_steps``, the
+            frozen copy for the earlier steps
+        """
+        n_steps = self.chain.n_steps
+        trained = self.denoiser.step_predictor(self.denoiser.project_condition(latent_pi), n_steps)
+        if self.frozen_actor is None:
+            return trained
+        if obs is None:
+            raise ValueError("a policy with n_finetuned_steps < n_denoising_steps needs the observation for its frozen steps")
+        frozen_actor = self.frozen_actor
+        features = super(ActorCriticPolicy, self).extract_features(obs, frozen_actor.features_extractor)
+        frozen_cond = frozen_actor.denoiser.project_condition(frozen_actor.policy_net(features))
+        frozen = frozen_actor.denoiser.step_predictor(frozen_cond, n_steps)
+        n_trained = self.n_finetuned_steps
+
+        def eps_model(x: th.Tensor, k: int) -> th.Tensor:
+            return trained(x, k) if k <= n_trained else frozen(x, k)  # type: ignore[operator]
+
+        return eps_model
+
+    # --- The denoising steps as an MDP (DPPO) ---
+
+    @property
+    def trained_steps(self) -> int:
+        """``K'``: the number of trained denoising steps (the last ones), ``K`` unless ``n_finetuned_steps`` is set."""
+        return self.chain.n_steps if self.n_finetuned_steps is None else self.n_finetuned_steps
+
+    def sample_chain(self, obs: PyTorchObs, deterministic: bool = False) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
+        """
+        Sample actions and keep the whole denoising chain, for DPPO's rollouts.
+
+        :param obs: Observation
+        :param deterministic: Zero noise at every step and the mean of the final step
+        :return: ``(actions, values, chain, means)``: the normalised, unclipped actions ``x_0`` (batch, dim); the values;
+            the chain ``x_K, ..., x_1, x_0`` (batch, K + 1, dim), ``x_k`` at index ``K - k``; the mean of every step
+            ``mu(x_k, k, s)`` (batch, K, dim), step ``k`` at index ``K - k``, so that ``chain[:, i + 1]`` was drawn
+            around ``means[:, i]``
+        """
+        latent_pi, latent_vf = self._latents(obs)
+        values = self.value_net(latent_vf)
+        noises = self._noise_for(latent_pi.shape[0], deterministic)
+        if not th.is_grad_enabled() and self.frozen_actor is None:
+            inputs, means = self.traced_recorded_chain(latent_pi, noises)  # rollouts: same numbers, less overhead
+        else:
+            inputs, means = record_chain(self.chain, self._eps_model(latent_pi, obs), noises)
+        distribution = self._final_distribution(means[:, -1])
+        actions = distribution.get_actions(deterministic=deterministic)
+        return actions, values, th.cat([inputs, actions[:, None]], dim=1), means
+
+    def step_stds(self) -> th.Tensor:
+        """
+        :return: The std each denoising step samples with, shape ``(K, dim)``, step ``k`` at row ``k - 1``: the
+            final-step std (learned or ``fixed_std``, floored at ``min_std``) for ``k = 1``, the chain's noise std
+            (floored at ``min_step_std``) for ``k >= 2``
+        """
+        final = self.final_std()
+        earlier = th.tensor(
+            [self.chain.noise_std(k) for k in range(2, self.chain.n_steps + 1)], dtype=final.dtype, device=final.device
+        )
+        return th.cat([final[None], earlier[:, None].expand(-1, final.shape[0])])
+
+    def denoising_step_means(self, obs: PyTorchObs, x_k: th.Tensor, steps: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """
+        The means ``mu_theta(x_k, k, s)`` of a batch of (observation, ``x_k``, ``k``) pairs with mixed steps, through
+        the trained denoiser in one batched call (with gradients), and the values of the observations.
+
+        :param obs: Observations, one per pair
+        :param x_k: The steps' inputs, shape ``(batch, dim)``
+        :param steps: The steps ``k``, each in ``1..n_finetuned_steps``, shape ``(batch,)``
+        :return: ``(values, means)``, shapes ``(batch, 1)`` and ``(batch, dim)``
+        """
+        latent_pi, latent_vf = self._latents(obs)
+        prediction = self.denoiser(x_k, steps, self.denoiser.project_condition(latent_pi))
+        means = th.zeros_like(x_k)
+        rows = steps[:, None]
+        for k in range(1, self.trained_steps + 1):
+            # The chain's coefficients are per-step Python floats: each step's rows take their own step's mean.
+            means = th.where(rows == k, self.chain.step_mean(x_k, prediction, k), means)
+        return self.value_net(latent_vf), means
 
 
 class CnnDiffusionPolicy(DiffusionActorCriticPolicy):

@@ -7,6 +7,7 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.distributions import DiagGaussianDistribution
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
@@ -15,8 +16,10 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
 from sb3_ncdpo.common.buffers import NoiseDictRolloutBuffer, NoiseRolloutBuffer
+from sb3_ncdpo.common.finetune import check_finetune_args, conditional_kl, frozen_copy, train_critic_only
 from sb3_ncdpo.common.policies import DiffusionActorCriticPolicy, check_policy_kwargs
 from sb3_ncdpo.ncdpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
+from sb3_ncdpo.pretrain.pretrained import init_from_pretrained, pretrained_policy_kwargs
 
 SelfNCDPO = TypeVar("SelfNCDPO", bound="NCDPO")
 
@@ -65,6 +68,14 @@ class NCDPO(OnPolicyAlgorithm):
     :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages
     :param seed: Seed for the pseudo random generators
     :param device: Device (cpu, cuda, ...) on which the code should be run. "auto" uses the GPU if possible
+    :param pretrained: Folder written by ``sb3-ncdpo pretrain`` to start from: the policy is rebuilt with its saved
+        settings (``policy_kwargs`` may only override the fine-tuning settings, e.g. ``fixed_std``), its weights are
+        loaded (all but the final-step std) and its observation normalisation is installed, frozen, in the env
+        (:func:`~sb3_ncdpo.pretrain.pretrained.init_from_pretrained`)
+    :param critic_warmup_iters: Number of first iterations (rollout + update) in which only the critic is trained,
+        the actor frozen (a pre-trained actor with an untrained critic would otherwise follow noisy advantages)
+    :param bc_coef: Weight of the BC regulariser: the KL between the final-step Gaussians of the policy and of a
+        frozen copy of the initial (pre-trained) policy given the same stored noise, on the rollout's states
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
@@ -77,6 +88,7 @@ class NCDPO(OnPolicyAlgorithm):
         "MultiInputPolicy": MultiInputPolicy,
     }
     policy: DiffusionActorCriticPolicy
+    reference_policy: DiffusionActorCriticPolicy
     rollout_buffer: NoiseRolloutBuffer | NoiseDictRolloutBuffer  # type: ignore[assignment]
 
     def __init__(
@@ -104,9 +116,15 @@ class NCDPO(OnPolicyAlgorithm):
         verbose: int = 0,
         seed: int | None = None,
         device: th.device | str = "auto",
+        pretrained: str | None = None,
+        critic_warmup_iters: int = 0,
+        bc_coef: float = 0.0,
         _init_setup_model: bool = True,
     ):
         # Everything that can be checked without the environment is checked before the environment is built.
+        check_finetune_args(critic_warmup_iters, bc_coef)
+        if pretrained is not None:
+            policy_kwargs = pretrained_policy_kwargs(pretrained, policy_kwargs)
         policy_class = self._get_policy_from_name(policy) if isinstance(policy, str) else policy
         if not (isinstance(policy_class, type) and issubclass(policy_class, DiffusionActorCriticPolicy)):
             raise ValueError(
@@ -151,9 +169,17 @@ class NCDPO(OnPolicyAlgorithm):
         self.clip_range_vf = clip_range_vf
         self.normalize_advantage = normalize_advantage
         self.target_kl = target_kl
+        self.pretrained = pretrained
+        self.critic_warmup_iters = critic_warmup_iters
+        self.bc_coef = bc_coef
+        self._n_iterations_trained = 0
 
         if _init_setup_model:
             self._setup_model()
+            if pretrained is not None:
+                init_from_pretrained(self, pretrained)
+                if bc_coef > 0:
+                    self.reference_policy = frozen_copy(self.policy)
 
     def _check_batch_size(self, batch_size: int, normalize_advantage: bool) -> None:
         assert self.env is not None
@@ -179,6 +205,10 @@ class NCDPO(OnPolicyAlgorithm):
             self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
         )
         self.policy = self.policy.to(self.device)
+        if self.bc_coef > 0:
+            # The BC regulariser's reference: the initial policy (replaced by the pre-trained one in __init__, restored
+            # from the saved file by load()).
+            self.reference_policy = frozen_copy(self.policy)
 
         if self.rollout_buffer_class is None:
             is_dict = isinstance(self.observation_space, spaces.Dict)
@@ -293,6 +323,8 @@ class NCDPO(OnPolicyAlgorithm):
         Update policy using the currently gathered rollout buffer: PPO's clipped objective, with the log-probabilities
         recomputed through the whole denoising chain from the stored noise.
         """
+        if self._critic_warmup_step():
+            return
         # Switch to train mode (this affects batch norm / dropout)
         self.policy.set_training_mode(True)
         # Update optimizer learning rate
@@ -306,7 +338,8 @@ class NCDPO(OnPolicyAlgorithm):
         entropy_losses = []
         pg_losses, value_losses = [], []
         clip_fractions = []
-        grad_norms = []
+        grad_norms: list[float] = []
+        bc_losses: list[float] = []
         # Squared norm of d(loss)/d(eps prediction) at the first (k = K) and last (k = 1) denoising steps, kept on the
         # policy's device until the end of train() so that the hook adds no device synchronisation. Measured on the
         # first minibatch of each epoch only: the hooks cost ~7% of an update when registered on every minibatch.
@@ -322,12 +355,12 @@ class NCDPO(OnPolicyAlgorithm):
             approx_kl_divs = []
             # Do a complete pass on the rollout buffer
             for minibatch, rollout_data in enumerate(self.rollout_buffer.get(self.batch_size)):
-                values, log_prob, entropy = self.policy.evaluate_actions(
+                values, distribution = self.policy.evaluate_distribution(
                     rollout_data.observations,
-                    rollout_data.actions,
                     rollout_data.noises,
                     eps_grad_hook=record_step_grad if minibatch == 0 else None,
                 )
+                log_prob, entropy = distribution.log_prob(rollout_data.actions), distribution.entropy()
                 values = values.flatten()
                 # Normalize advantage
                 advantages = rollout_data.advantages
@@ -371,6 +404,7 @@ class NCDPO(OnPolicyAlgorithm):
                 entropy_losses.append(entropy_loss.item())
 
                 loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+                loss = loss + self._bc_regulariser(distribution, rollout_data, bc_losses)
 
                 # Calculate approximate form of reverse KL Divergence for early stopping
                 # see issue #417: https://github.com/DLR-RM/stable-baselines3/issues/417
@@ -410,6 +444,7 @@ class NCDPO(OnPolicyAlgorithm):
         self.logger.record("train/loss", loss.item())
         self.logger.record("train/explained_variance", explained_var)
         self.logger.record("train/std", self.policy.final_std().mean().item())
+        self._record_bc(bc_losses)
         if grad_norms:
             self.logger.record("train/grad_norm", np.mean(grad_norms))
             # Gradient that reaches the first denoising step (k = K) relative to the last one (k = 1): a value near
@@ -422,6 +457,39 @@ class NCDPO(OnPolicyAlgorithm):
         self.logger.record("train/clip_range", clip_range)
         if self.clip_range_vf is not None:
             self.logger.record("train/clip_range_vf", clip_range_vf)
+
+    def _critic_warmup_step(self) -> bool:
+        """:return: Whether this iteration was a critic warm-up iteration (the critic trained, the actor frozen)"""
+        self._n_iterations_trained += 1
+        if self._n_iterations_trained > self.critic_warmup_iters:
+            return False
+        self._update_learning_rate(self.policy.optimizer)
+        train_critic_only(self.policy, self.rollout_buffer, self.n_epochs, self.batch_size, self.max_grad_norm, self.logger)
+        return True
+
+    def _bc_regulariser(self, distribution: DiagGaussianDistribution, rollout_data: Any, bc_losses: list[float]) -> th.Tensor:
+        """
+        :return: ``bc_coef`` times the mean KL between the final-step Gaussians of the policy and of the reference
+            policy given the stored noise (0 when ``bc_coef`` is 0); the KL is appended to ``bc_losses``
+        """
+        if self.bc_coef == 0:
+            return th.zeros((), device=self.device)
+        with th.no_grad():
+            reference = self.reference_policy.get_distribution(rollout_data.observations, rollout_data.noises)
+        kl = conditional_kl(distribution, reference).mean()
+        bc_losses.append(kl.item())
+        return self.bc_coef * kl
+
+    def _record_bc(self, bc_losses: list[float]) -> None:
+        if bc_losses:
+            self.logger.record("train/bc_kl", np.mean(bc_losses))
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "reference_policy"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        state_dicts, tensors = super()._get_torch_save_params()
+        return ([*state_dicts, "reference_policy"] if self.bc_coef > 0 else state_dicts), tensors
 
     def learn(
         self: SelfNCDPO,

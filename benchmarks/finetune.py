@@ -1,0 +1,254 @@
+"""
+The fine-tuning benchmark: expert -> medium demonstrations (Minari) -> behaviour cloning -> online fine-tuning.
+
+Stages (each one skips what its outputs already hold, so the script resumes where it stopped):
+
+1. ``experts``: PPO with the packaged ``hyperparams/ppo.yml`` values (``sb3_ncdpo.compare.make_model``), with a
+   checkpoint (model + VecNormalize statistics) every ``--checkpoint-freq`` steps; every checkpoint is evaluated.
+2. ``demos``: the "medium" policy is the checkpoint whose return is closest to ``--medium-ratio`` times the expert's
+   (D4RL's medium policies reach about a third of the expert); ``collect_demos`` records its stochastic actions into
+   a local Minari dataset ``sb3-ncdpo/<env>/medium-v0``.
+3. ``pretrain``: behaviour cloning of a diffusion policy (for NCDPO and DPPO) and of a Gaussian policy with PPO's
+   architecture (for PPO) on that dataset.
+4. ``finetune``: ``sb3-ncdpo compare`` runs from the pre-trained folders (``--pretrained``), evaluated at step 0 (the
+   BC policy) and on a schedule; then the report: compare's CSV / curves / summary, plus ``finetune.md`` (expert,
+   demo, BC and fine-tuned returns side by side).
+
+Example (what benchmarks/results/finetune was made with is in its README)::
+
+    python benchmarks/finetune.py --env Hopper-v5 --algos ncdpo ppo --seeds 3 --timesteps 50000
+"""
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def expert_stage(env_id: str, work: Path, timesteps: int, checkpoint_freq: int, n_eval_episodes: int) -> Path:
+    """Train the PPO expert with checkpoints and evaluate each; return the CSV of checkpoint returns."""
+    import torch as th
+    from stable_baselines3.common.callbacks import CheckpointCallback
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import VecNormalize, sync_envs_normalization
+
+    from sb3_ncdpo.compare import make_model
+
+    folder = work / "experts" / env_id
+    table = folder / "checkpoints.csv"
+    if table.exists():
+        return table
+    th.set_num_threads(1)
+    model, eval_env = make_model("ppo", env_id, seed=0)
+    done = sorted(int(p.stem.split("_")[2]) for p in folder.glob("rl_model_*_steps.zip"))
+    if done:  # resume an interrupted run from its last checkpoint (weights, optimizer and normalisation statistics)
+        from stable_baselines3 import PPO
+
+        env = VecNormalize.load(str(folder / f"rl_model_vecnormalize_{done[-1]}_steps.pkl"), model.get_env().venv)
+        model = PPO.load(folder / f"rl_model_{done[-1]}_steps.zip", env=env, device="cpu")
+    checkpoint = CheckpointCallback(max(checkpoint_freq // model.n_envs, 1), str(folder), save_vecnormalize=True)
+    model.learn(timesteps - model.num_timesteps, callback=checkpoint, reset_num_timesteps=False)
+    model.save(folder / "expert.zip")
+    vec_normalize = model.get_vec_normalize_env()
+    assert vec_normalize is not None
+    vec_normalize.save(str(folder / "expert_vecnormalize.pkl"))
+    rows = []
+    for steps in [*sorted(int(p.stem.split("_")[2]) for p in folder.glob("rl_model_*_steps.zip")), -1]:
+        name, stats = (
+            ("expert.zip", "expert_vecnormalize.pkl")
+            if steps < 0
+            else (f"rl_model_{steps}_steps.zip", f"rl_model_vecnormalize_{steps}_steps.pkl")
+        )
+        from stable_baselines3 import PPO
+
+        policy = PPO.load(folder / name, device="cpu")
+        normalizer = VecNormalize.load(str(folder / stats), eval_env.venv)
+        normalizer.training, normalizer.norm_reward = False, False
+        sync_envs_normalization(normalizer, eval_env)
+        mean, std = evaluate_policy(policy, eval_env, n_eval_episodes=n_eval_episodes, deterministic=False)
+        rows.append(
+            {
+                "steps": steps if steps >= 0 else model.num_timesteps,
+                "model": name,
+                "stats": stats,
+                "return_mean": mean,
+                "return_std": std,
+            }
+        )
+        print(f"{env_id} {name}: {mean:.1f} +- {std:.1f}", flush=True)
+    with open(table, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return table
+
+
+def medium_checkpoint(table: Path, ratio: float) -> dict[str, Any]:
+    """:return: The checkpoint row whose return is closest to ``ratio`` times the expert's (the last row)"""
+    with open(table, newline="") as file:
+        rows = list(csv.DictReader(file))
+    expert = float(rows[-1]["return_mean"])
+    return min(rows[:-1], key=lambda r: abs(float(r["return_mean"]) - ratio * expert))
+
+
+def dataset_id(env_id: str) -> str:
+    """:return: The Minari id of the medium dataset of ``env_id``"""
+    return f"sb3-ncdpo/{env_id.split('-')[0].lower()}/medium-v0"
+
+
+def demos_stage(env_id: str, work: Path, ratio: float, n_episodes: int) -> None:
+    """Record the medium checkpoint's episodes into a local Minari dataset (skipped if it exists)."""
+    import minari
+
+    from sb3_ncdpo.pretrain.demos import collect_demos
+
+    if dataset_id(env_id) in minari.list_local_datasets():
+        return
+    folder = work / "experts" / env_id
+    row = medium_checkpoint(folder / "checkpoints.csv", ratio)
+    print(f"{env_id}: medium policy = {row['model']} ({float(row['return_mean']):.1f})", flush=True)
+    collect_demos(
+        folder / row["model"],
+        "ppo",
+        env_id,
+        dataset_id(env_id),
+        n_episodes,
+        deterministic=False,
+        vecnormalize=folder / row["stats"],
+        seed=0,
+        description=f"PPO checkpoint {row['model']} (return {float(row['return_mean']):.1f}), stochastic actions",
+    )
+
+
+#: Policy keyword arguments of behaviour cloning. The diffusion policy conditions its denoiser on the normalised
+#: observation directly (``pi=[]``, as DPPO does) with K=10 DDPM; its critic and activation are PPO's; the Gaussian
+#: policy has exactly the architecture of PPO's packaged entry for the env (its fine-tuning starts from it).
+DIFFUSION_KWARGS = "dict(net_arch=dict(pi=[], vf=[256, 256]), activation_fn=nn.ReLU, ortho_init=False)"
+
+
+def pretrain_stage(env_id: str, work: Path, bc_steps: int) -> None:
+    """Behaviour cloning of the diffusion and the Gaussian policy (each skipped if its folder is complete)."""
+    from sb3_ncdpo.pretrain.bc import BCConfig, pretrain
+    from sb3_ncdpo.zoo import eval_policy_kwargs, load_hyperparams
+
+    gaussian_kwargs = load_hyperparams("ppo_finetune", env_id).get("policy_kwargs", {})
+    for policy, kwargs in (("diffusion", eval_policy_kwargs(DIFFUSION_KWARGS)), ("gaussian", gaussian_kwargs)):
+        out = work / "pretrained" / env_id / policy
+        if (out / "pretrain.json").exists():
+            continue
+        result = pretrain(dataset_id(env_id), out, policy, kwargs, BCConfig(n_steps=bc_steps), progress_bar=False)
+        print(f"{env_id} {policy}: BC losses {result.history[-1]}", flush=True)
+
+
+def finetune_stage(envs: list[str], work: Path, args: argparse.Namespace) -> None:
+    """The fine-tuning runs, through ``sb3-ncdpo compare --pretrained`` (resumes finished runs)."""
+    command = [
+        sys.executable, "-m", "sb3_ncdpo", "compare", "--env", *envs, "--algos", *args.algos,
+        "--seeds", str(args.seeds), "--timesteps", str(args.timesteps), "--eval-freq", str(args.eval_freq),
+        "--n-eval-episodes", str(args.n_eval_episodes), "--threads", "1", "--n-jobs", "1",
+        "--out", _relative(args.out), "--pretrained", _relative(work / "pretrained") + "/{env}/{policy}",
+    ]  # fmt: skip
+    print(" ".join(command), flush=True)
+    subprocess.run(command, check=False)
+
+
+def _relative(path: Path) -> str:
+    """:return: ``path`` relative to the working directory where it is inside it (commands in reports stay portable)"""
+    return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd()) else str(path)
+
+
+def report(envs: list[str], work: Path, out: Path) -> str:
+    """``finetune.md``: expert, medium policy, demonstrations, BC (step 0) and fine-tuned returns, medians over seeds."""
+    from sb3_ncdpo.compare import final_rows, load_rows
+
+    rows = load_rows(out) if (out / "runs").exists() else []
+    algos = sorted({r["algo"] for r in rows})
+    header = "| env | expert | medium policy | demos | " + " | ".join(f"{a}: BC (step 0) | {a}: fine-tuned" for a in algos)
+    lines = [header + " |", "|" + "---|" * (4 + 2 * len(algos))]
+    finals = final_rows(rows)
+    for env_id in envs:
+        table = work / "experts" / env_id / "checkpoints.csv"
+        if not table.exists():
+            continue
+        with open(table, newline="") as file:
+            checkpoints = list(csv.DictReader(file))
+        medium = medium_checkpoint(table, args_ratio(out))
+        meta = work / "pretrained" / env_id / "diffusion" / "pretrain.json"
+        demo = json.loads(meta.read_text()) if meta.exists() else {}
+        cells = [
+            env_id,
+            f"{float(checkpoints[-1]['return_mean']):.0f} ({checkpoints[-1]['steps']} steps)",
+            f"{float(medium['return_mean']):.0f} ({medium['steps']} steps)",
+            f"{demo['demo_return_mean']:.0f} ± {demo['demo_return_std']:.0f} ({demo['n_episodes']} ep.)" if demo else "-",
+        ]
+        for algo in algos:
+            start = [r["eval_return_mean"] for r in rows if r["env"] == env_id and r["algo"] == algo and r["timesteps"] == 0]
+            end = [r for r in finals if r["env"] == env_id and r["algo"] == algo]
+            cells.append(_median_text(start))
+            steps = "/".join(str(t) for t in sorted({r["timesteps"] for r in end}))
+            cells.append(f"{_median_text([r['eval_return_mean'] for r in end])} at {steps}" if end else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
+    (out / "finetune.md").write_text(
+        text + "\n\nMedians over seeds [min, max]; deterministic evaluation. Expert / medium: stochastic PPO actions, "
+        "the policies that made the demonstrations.\n"
+    )
+    return text
+
+
+def args_ratio(out: Path) -> float:
+    """:return: The medium ratio recorded with the results (``settings.json``), 1/3 by default"""
+    settings = out / "settings.json"
+    return json.loads(settings.read_text()).get("medium_ratio", 1 / 3) if settings.exists() else 1 / 3
+
+
+def _median_text(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{np.median(values):.0f} [{min(values):.0f}, {max(values):.0f}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", nargs="+", default=["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5"])
+    parser.add_argument("--stages", nargs="+", default=["experts", "demos", "pretrain", "finetune", "report"])
+    parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "finetune", help="models and datasets")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "finetune", help="results")
+    parser.add_argument("--algos", nargs="+", default=["ncdpo", "ppo"], help="fine-tuning algorithms (dppo slots in)")
+    parser.add_argument("--expert-timesteps", type=int, default=60_000)
+    parser.add_argument("--checkpoint-freq", type=int, default=10_000)
+    parser.add_argument("--medium-ratio", type=float, default=1 / 3, help="medium return / expert return")
+    parser.add_argument("--n-demo-episodes", type=int, default=20)
+    parser.add_argument("--bc-steps", type=int, default=10_000)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--timesteps", type=int, default=50_000, help="fine-tuning budget per run")
+    parser.add_argument("--eval-freq", type=int, default=5_000)
+    parser.add_argument("--n-eval-episodes", type=int, default=10)
+    args = parser.parse_args()
+    os.environ.setdefault("MINARI_DATASETS_PATH", str(args.work / "minari"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "stages"}
+    (args.out / "settings.json").write_text(json.dumps(settings, indent=1))
+    for env_id in args.env:
+        if "experts" in args.stages:
+            expert_stage(env_id, args.work, args.expert_timesteps, args.checkpoint_freq, args.n_eval_episodes)
+        if "demos" in args.stages:
+            demos_stage(env_id, args.work, args.medium_ratio, args.n_demo_episodes)
+        if "pretrain" in args.stages:
+            pretrain_stage(env_id, args.work, args.bc_steps)
+    if "finetune" in args.stages:
+        finetune_stage(args.env, args.work, args)
+    if "report" in args.stages:
+        print(report(args.env, args.work, args.out))
+
+
+if __name__ == "__main__":
+    main()

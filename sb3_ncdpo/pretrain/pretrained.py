@@ -1,0 +1,322 @@
+"""
+The pre-trained file that fine-tuning starts from: a folder in Stable-Baselines3's own formats.
+
+``OUT/policy.pth`` is the policy saved by ``policy.save()`` (its weights and every constructor parameter, the
+denoising chain's settings included), ``OUT/vecnormalize.pkl`` the observation normalisation as a saved
+``VecNormalize`` (absent when the policy was trained on raw observations) and ``OUT/pretrain.json`` how it was made.
+Any algorithm on these policies starts from it with :func:`pretrained_policy_kwargs` (before building the policy) and
+:func:`init_from_pretrained` (after): NCDPO's ``pretrained=`` argument does exactly that.
+"""
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.running_mean_std import RunningMeanStd
+from stable_baselines3.common.utils import get_device
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize, unwrap_vec_normalize
+
+FORMAT_VERSION = 1
+POLICY_FILE = "policy.pth"
+NORMALIZATION_FILE = "vecnormalize.pkl"
+METADATA_FILE = "pretrain.json"
+
+#: Policy keyword arguments that may differ between pre-training and fine-tuning: they do not change what the
+#: pre-trained weights compute (the final-step std, clips and floors of the chain, the sampler, the optimizer).
+FINETUNE_OVERRIDABLE = frozenset(
+    {
+        "fixed_std",
+        "min_std",
+        "log_std_init",
+        "min_step_std",
+        "noise_clip",
+        "x0_clip",
+        "x0_clip_final",
+        "sampler",
+        "ddim_eta",
+        "optimizer_class",
+        "optimizer_kwargs",
+        "ortho_init",
+        # which steps are trained; the frozen copy of the others is the pre-trained actor (init_from_pretrained)
+        "n_finetuned_steps",
+    }
+)
+#: Constructor parameters that come from the environment or the algorithm, never from the file's kwargs.
+_NOT_KWARGS = ("observation_space", "action_space", "lr_schedule", "use_sde", "squash_output", "full_std", "use_expln")
+
+
+class FrozenRunningMeanStd(RunningMeanStd):
+    """
+    Observation statistics that no longer update: installed by :func:`init_from_pretrained` in the fine-tuning
+    ``VecNormalize`` so that the policy sees exactly the normalisation it was pre-trained with (reward normalisation,
+    a separate statistic, still updates).
+    """
+
+    def update(self, arr: np.ndarray) -> None:
+        """Ignore new data: the statistics stay those of the demonstrations."""
+
+    @classmethod
+    def frozen(cls, rms: RunningMeanStd) -> "FrozenRunningMeanStd":
+        """:return: A frozen copy of ``rms``"""
+        frozen = cls(shape=rms.mean.shape)
+        frozen.mean, frozen.var, frozen.count = rms.mean.copy(), rms.var.copy(), rms.count
+        return frozen
+
+
+class _SpacesVecEnv(VecEnv):
+    """A VecEnv that only has spaces: lets a ``VecNormalize`` be built (and saved) without a real environment."""
+
+    def __init__(self, observation_space: spaces.Space, action_space: spaces.Space) -> None:
+        super().__init__(1, observation_space, action_space)
+
+    def reset(self) -> Any:  # pragma: no cover - never stepped
+        raise NotImplementedError
+
+    def step_async(self, actions: np.ndarray) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def step_wait(self) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
+        return [None]  # VecEnv's constructor asks for the render mode
+
+    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: Any = None, **method_kwargs: Any
+    ) -> list[Any]:  # pragma: no cover
+        raise NotImplementedError
+
+    def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:  # pragma: no cover
+        return [False]
+
+
+def observation_normalizer(
+    observations: np.ndarray, observation_space: spaces.Space, action_space: spaces.Space, clip_obs: float = 10.0
+) -> VecNormalize:
+    """
+    A ``VecNormalize`` (without an environment) whose observation statistics are those of ``observations``, with SB3's
+    defaults otherwise. Its ``normalize_obs`` is the function that fine-tuning applies.
+
+    :param observations: Observations, shape ``(n, *obs_shape)``
+    :param observation_space: Observation space (a ``Box``)
+    :param action_space: Action space
+    :param clip_obs: Clip of the normalised observations
+    :return: The normaliser
+    """
+    normalizer = VecNormalize(
+        _SpacesVecEnv(observation_space, action_space), norm_obs=True, norm_reward=False, clip_obs=clip_obs
+    )
+    rms = RunningMeanStd(shape=observations.shape[1:])
+    rms.update(np.asarray(observations, dtype=np.float64))
+    normalizer.obs_rms = rms  # type: ignore[assignment]
+    normalizer.training = False
+    return normalizer
+
+
+def save_pretrained(path: str | Path, policy: BasePolicy, normalizer: VecNormalize | None, metadata: dict[str, Any]) -> Path:
+    """
+    Write a pre-trained folder: the policy (SB3's ``policy.save``), its observation normalisation (``VecNormalize.save``)
+    and the metadata (JSON). The metadata is written last: a folder without it is incomplete.
+
+    :param path: Output folder (created)
+    :param policy: The policy
+    :param normalizer: The observation normalisation, or ``None`` for raw observations
+    :param metadata: JSON-serialisable description of how it was made
+    :return: The folder
+    """
+    from sb3_ncdpo import __version__
+
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    policy.save(str(folder / POLICY_FILE))
+    if normalizer is not None:
+        venv = normalizer.venv
+        normalizer.save(str(folder / NORMALIZATION_FILE))
+        normalizer.venv = venv
+    elif (folder / NORMALIZATION_FILE).exists():
+        (folder / NORMALIZATION_FILE).unlink()
+    info = {"format": FORMAT_VERSION, "sb3_ncdpo_version": __version__, "policy_class": type(policy).__name__, **metadata}
+    (folder / METADATA_FILE).write_text(json.dumps(info, indent=1, default=str))
+    return folder
+
+
+@dataclass
+class Pretrained:
+    """
+    A loaded pre-trained folder.
+
+    :param policy: The policy, rebuilt with its saved constructor parameters
+    :param vec_normalize: The saved observation normalisation (without an environment), or ``None``
+    :param metadata: The contents of ``pretrain.json``
+    """
+
+    policy: BasePolicy
+    vec_normalize: VecNormalize | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def normalized_env(self, venv: VecEnv, norm_reward: bool = False, gamma: float = 0.99) -> VecEnv:
+        """
+        :param venv: An environment with raw observations
+        :param norm_reward: Normalise rewards too
+        :param gamma: Discount of the reward normalisation
+        :return: ``venv`` wrapped in a ``VecNormalize`` with the saved, frozen observation statistics (``venv`` itself
+            if the policy was trained on raw observations)
+        """
+        if self.vec_normalize is None:
+            return venv
+        return _wrap(venv, self.vec_normalize, norm_reward, gamma)
+
+
+def _check_folder(path: str | Path) -> Path:
+    folder = Path(path)
+    if not (folder / POLICY_FILE).is_file():
+        raise ValueError(
+            f"pretrained must be a folder written by `sb3-ncdpo pretrain` (with {POLICY_FILE}), got {str(path)!r}"
+        )
+    return folder
+
+
+def _read_policy_file(folder: Path, device: th.device | str = "cpu") -> dict[str, Any]:
+    return th.load(folder / POLICY_FILE, map_location=get_device(device), weights_only=False)
+
+
+def _policy_class(folder: Path) -> type[BasePolicy]:
+    from sb3_ncdpo.common.policies import DiffusionActorCriticPolicy
+
+    data = _read_policy_file(folder)["data"]
+    return DiffusionActorCriticPolicy if "n_denoising_steps" in data else ActorCriticPolicy
+
+
+def _load_normalizer(folder: Path) -> VecNormalize | None:
+    import pickle
+
+    if not (folder / NORMALIZATION_FILE).exists():
+        return None
+    with open(folder / NORMALIZATION_FILE, "rb") as file:
+        return pickle.load(file)
+
+
+def load_pretrained(path: str | Path, device: th.device | str = "auto") -> Pretrained:
+    """
+    :param path: A folder written by ``sb3-ncdpo pretrain`` (:func:`save_pretrained`)
+    :param device: Device of the policy
+    :return: The policy, its observation normalisation and its metadata
+    """
+    folder = _check_folder(path)
+    policy = _policy_class(folder).load(str(folder / POLICY_FILE), device=device)
+    metadata = json.loads((folder / METADATA_FILE).read_text()) if (folder / METADATA_FILE).exists() else {}
+    return Pretrained(policy, _load_normalizer(folder), metadata)
+
+
+def pretrained_policy_kwargs(path: str | Path, policy_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """
+    The policy keyword arguments that rebuild the pre-trained policy, with the fine-tuning overrides of
+    ``policy_kwargs`` (only the keys of :data:`FINETUNE_OVERRIDABLE`; others must equal the file's value).
+
+    :param path: Pre-trained folder
+    :param policy_kwargs: The user's policy keyword arguments
+    :return: The merged keyword arguments
+    :raises ValueError: naming a key whose value differs from the file's and cannot change after pre-training
+    """
+    data = _read_policy_file(_check_folder(path))["data"]
+    kwargs = {key: value for key, value in data.items() if key not in _NOT_KWARGS}
+    for key, value in (policy_kwargs or {}).items():
+        if key in FINETUNE_OVERRIDABLE or key not in kwargs:
+            if key not in FINETUNE_OVERRIDABLE:
+                raise ValueError(
+                    f"policy_kwargs[{key!r}] cannot be set when fine-tuning from {str(path)!r}: the pre-trained policy "
+                    f"fixes every key but {sorted(FINETUNE_OVERRIDABLE)}"
+                )
+            kwargs[key] = value
+        elif not _same(kwargs[key], value):
+            raise ValueError(
+                f"policy_kwargs[{key!r}]={value!r} differs from the pre-trained policy's {kwargs[key]!r} ({str(path)!r}); "
+                f"only {sorted(FINETUNE_OVERRIDABLE)} may change after pre-training"
+            )
+    return kwargs
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b
+
+
+def _wrap(venv: VecEnv, saved: VecNormalize, norm_reward: bool, gamma: float) -> VecNormalize:
+    wrapped = VecNormalize(
+        venv, norm_obs=True, norm_reward=norm_reward, clip_obs=saved.clip_obs, gamma=gamma, epsilon=saved.epsilon
+    )
+    _install_statistics(wrapped, saved)
+    return wrapped
+
+
+def _install_statistics(target: VecNormalize, saved: VecNormalize) -> None:
+    if isinstance(saved.obs_rms, dict):
+        raise ValueError("pre-trained observation normalisation of Dict observations is not supported")
+    target.obs_rms = FrozenRunningMeanStd.frozen(saved.obs_rms)
+    target.clip_obs, target.epsilon, target.norm_obs = saved.clip_obs, saved.epsilon, True
+
+
+def init_from_pretrained(model: BaseAlgorithm, path: str | Path) -> None:
+    """
+    Start ``model`` from a pre-trained folder: copy the policy weights (all but ``log_std``, which the fine-tuning
+    settings give) and install the saved observation normalisation, frozen, in the model's environment (wrapping it in
+    a ``VecNormalize`` with reward normalisation if it has none).
+
+    :param model: An algorithm whose policy was built with :func:`pretrained_policy_kwargs` of the same folder
+    :param path: Pre-trained folder
+    :raises ValueError: if the weights do not fit the model's policy
+    """
+    folder = _check_folder(path)
+    state = _read_policy_file(folder, model.device)["state_dict"]
+    # The frozen copy of the untrained early steps (n_finetuned_steps) is not in the file: it becomes the pre-trained actor.
+    own = {key: value for key, value in model.policy.state_dict().items() if not key.startswith("frozen_actor.")}
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"the pre-trained weights in {str(folder)!r} do not fit {type(model.policy).__name__}: missing {missing}, "
+            f"unexpected {unexpected}, other shapes {mismatched}"
+        )
+    state = {key: value for key, value in state.items() if key != "log_std"}
+    model.policy.load_state_dict(state, strict=False)
+    reset_frozen_actor = getattr(model.policy, "reset_frozen_actor", None)
+    if reset_frozen_actor is not None:
+        reset_frozen_actor()
+    saved = _load_normalizer(folder)
+    if saved is None:
+        existing = unwrap_vec_normalize(model.env) if model.env is not None else None
+        if existing is not None and existing.norm_obs:
+            raise ValueError(
+                f"{str(folder)!r} was pre-trained on raw observations, but the env normalises them (VecNormalize with "
+                "norm_obs): use the env without observation normalisation"
+            )
+        return
+    assert model.env is not None, "init_from_pretrained needs a model with an environment"
+    existing = unwrap_vec_normalize(model.env)
+    if existing is None:
+        warnings.warn(
+            f"the env has no VecNormalize: it is wrapped in one with the observation statistics of {str(folder)!r} "
+            "(frozen) and reward normalisation; save model.get_vec_normalize_env() with the model to evaluate it later "
+            "(with rl-zoo3, set normalize: true)"
+        )
+        model.env = _wrap(model.env, saved, norm_reward=True, gamma=float(getattr(model, "gamma", 0.99)))
+    else:
+        _install_statistics(existing, saved)
+    model._vec_normalize_env = unwrap_vec_normalize(model.env)
