@@ -9,7 +9,11 @@ from typing import Any, TypeVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.distributions import DiagGaussianDistribution
+from stable_baselines3.common.distributions import (
+    CategoricalDistribution,
+    DiagGaussianDistribution,
+    MultiCategoricalDistribution,
+)
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.preprocessing import get_action_dim
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor, NatureCNN
@@ -23,6 +27,37 @@ from sb3_ncdpo.common.diffusion import ChainConfig, NoiseConditionedChain
 _DEFAULTS = ChainConfig()
 SelfDiffusionPolicy = TypeVar("SelfDiffusionPolicy", bound="DiffusionActorCriticPolicy")
 DEFAULT_MIN_STD = 1e-3
+#: Action spaces of a diffusion policy: a bounded Box (the chain denoises the action), Discrete and MultiDiscrete (the
+#: chain denoises a vector of logits, one block per sub-space; the final step is a categorical over them).
+SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete)
+FinalDistribution = DiagGaussianDistribution | CategoricalDistribution | MultiCategoricalDistribution
+
+
+def check_action_space(action_space: spaces.Space) -> None:
+    """
+    :param action_space: An action space
+    :raises ValueError: naming the space and the supported ones, if a diffusion policy cannot act in it
+    """
+    supported = "a Box with finite bounds, Discrete or MultiDiscrete"
+    if not isinstance(action_space, SUPPORTED_ACTION_SPACES):
+        raise ValueError(f"action_space must be {supported}, got {action_space}")
+    if isinstance(action_space, spaces.Box) and not (
+        np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))
+    ):
+        raise ValueError(f"action_space must be {supported} (Box bounds are mapped to [-1, 1]), got {action_space}")
+
+
+def chain_dim(action_space: spaces.Space) -> int:
+    """
+    :param action_space: A supported action space
+    :return: Size of the vector the denoising chain produces: the action size for a Box, the number of logits
+        (``n``, or ``sum(nvec)``) for Discrete and MultiDiscrete
+    """
+    if isinstance(action_space, spaces.Discrete):
+        return int(action_space.n)
+    if isinstance(action_space, spaces.MultiDiscrete):
+        return int(np.sum(action_space.nvec))
+    return get_action_dim(action_space)
 
 
 def check_std_settings(fixed_std: float | None, min_std: float) -> None:
@@ -61,9 +96,14 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
     ``N(mu_theta(x_1, 1, s), std^2)``. Methods that sample return or accept that noise so the algorithm can store it
     and replay it: :meth:`forward_with_noise`, :meth:`evaluate_actions`, :meth:`get_distribution`.
 
-    Actions live in the normalised space ``[-1, 1]^d`` (the predicted clean action is clipped to it by default) and
-    are mapped linearly to the ``Box`` bounds by ``predict`` (``unscale_action``). The value of an action stored in the
-    rollout buffer is the unclipped normalised sample.
+    Box actions live in the normalised space ``[-1, 1]^d`` (the predicted clean action is clipped to it by default)
+    and are mapped linearly to the ``Box`` bounds by ``predict`` (``unscale_action``). The value of an action stored
+    in the rollout buffer is the unclipped normalised sample.
+
+    Discrete and MultiDiscrete actions: the chain denoises a vector of logits (``n``, or ``sum(nvec)`` values, one
+    block per sub-space) and the last step is SB3's categorical (multi-categorical) distribution with the chain's
+    final mean as logits; the stored noise covers all K steps and the deterministic action is the argmax of the
+    zero-noise logits. ``log_std_init``, ``fixed_std`` and ``min_std`` do not apply there (no final Gaussian).
 
     ``net_arch``, ``activation_fn``, ``ortho_init``, the features extractor and the optimizer mean what they mean for
     SB3's ``ActorCriticPolicy`` (same defaults): ``net_arch["pi"]`` builds the observation encoder whose output
@@ -72,7 +112,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
     value head, not to the denoiser.
 
     :param observation_space: Observation space
-    :param action_space: Action space (a bounded ``Box``)
+    :param action_space: Action space: a bounded ``Box``, ``Discrete`` or ``MultiDiscrete``
     :param lr_schedule: Learning rate schedule (could be constant)
     :param net_arch: The specification of the conditioning (``pi``) and value (``vf``) networks
     :param activation_fn: Activation function of those networks
@@ -137,10 +177,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         fixed_std: float | None = None,
         min_std: float = DEFAULT_MIN_STD,
     ):
-        if not isinstance(action_space, spaces.Box):
-            raise ValueError(f"{type(self).__name__} supports only Box action spaces, got {action_space}")
-        if not np.all(np.isfinite(action_space.low)) or not np.all(np.isfinite(action_space.high)):
-            raise ValueError(f"the action space must have finite bounds (they are mapped to [-1, 1]), got {action_space}")
+        check_action_space(action_space)
         check_policy_kwargs(
             dict(
                 use_sde=use_sde,
@@ -188,9 +225,9 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
             optimizer_class=optimizer_class,
             optimizer_kwargs=optimizer_kwargs,
         )
-        # The policy outputs actions in [-1, 1]; declaring them squashed makes SB3's predict() map them to the Box
+        # The policy outputs Box actions in [-1, 1]; declaring them squashed makes SB3's predict() map them to the Box
         # bounds (unscale_action) instead of clipping them to the bounds.
-        self._squash_output = True
+        self._squash_output = isinstance(action_space, spaces.Box)
 
     @classmethod
     def load(cls: type[SelfDiffusionPolicy], path: str, device: th.device | str = "auto") -> SelfDiffusionPolicy:  # type: ignore[override]
@@ -216,9 +253,14 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         return get_action_dim(self.action_space)
 
     @property
+    def chain_dim(self) -> int:
+        """Size of the vector the chain denoises: ``action_dim`` for a Box, the number of logits otherwise."""
+        return chain_dim(self.action_space)
+
+    @property
     def noise_shape(self) -> tuple[int, int]:
-        """Shape of the stored noise of one transition: ``(n_denoising_steps, action_dim)``."""
-        return self.chain.noise_shape(self.action_dim)
+        """Shape of the stored noise of one transition: ``(n_denoising_steps, chain_dim)``."""
+        return self.chain.noise_shape(self.chain_dim)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -239,16 +281,17 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
     def _build(self, lr_schedule: Schedule) -> None:
         self._build_mlp_extractor()
         self.denoiser = DenoiserMLP(
-            self.action_dim,
+            self.chain_dim,
             self.mlp_extractor.latent_dim_pi,
             hidden_sizes=self.denoiser_hidden_sizes,
             activation_fn=self.denoiser_activation_fn,
             time_embed_dim=self.time_embed_dim,
             residual=self.residual,
         )
-        log_std = self.log_std_init if self.fixed_std is None else math.log(self.fixed_std)
-        # A fixed std stays a (frozen) parameter so that saved files have the same layout either way.
-        self.log_std = nn.Parameter(th.full((self.action_dim,), float(log_std)), requires_grad=self.fixed_std is None)
+        if isinstance(self.action_space, spaces.Box):
+            log_std = self.log_std_init if self.fixed_std is None else math.log(self.fixed_std)
+            # A fixed std stays a (frozen) parameter so that saved files have the same layout either way.
+            self.log_std = nn.Parameter(th.full((self.action_dim,), float(log_std)), requires_grad=self.fixed_std is None)
         self.value_net = nn.Linear(self.mlp_extractor.latent_dim_vf, 1)
         if self.ortho_init:
             module_gains: dict[nn.Module, float] = {self.mlp_extractor: np.sqrt(2), self.value_net: 1}
@@ -259,7 +302,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
 
     def final_std(self) -> th.Tensor:
-        """:return: The std of the final Gaussian step per action dimension, after the ``min_std`` floor."""
+        """:return: The std of the final Gaussian step per action dimension, after the ``min_std`` floor (Box only)."""
         return self._floored_log_std().exp()
 
     def _floored_log_std(self) -> th.Tensor:
@@ -270,7 +313,11 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         :param batch_size: Number of transitions
         :return: Fresh denoising noise of shape ``(batch_size, *noise_shape)`` on the policy's device
         """
-        return self.chain.sample_noise(batch_size, self.action_dim, device=self.device, dtype=self.log_std.dtype)
+        return self.chain.sample_noise(batch_size, self.chain_dim, device=self.device, dtype=self._noise_dtype)
+
+    @property
+    def _noise_dtype(self) -> th.dtype:
+        return self.denoiser.output.weight.dtype
 
     def _latents(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
         features = self.extract_features(obs)
@@ -288,22 +335,31 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         latent_pi: th.Tensor,
         noises: th.Tensor,
         eps_grad_hook: Callable[[int, th.Tensor], None] | None = None,
-    ) -> DiagGaussianDistribution:
+    ) -> FinalDistribution:
         """
         :param latent_pi: Conditioning features of the denoiser
         :param noises: Denoising noise, shape ``(batch, *noise_shape)``
         :param eps_grad_hook: See :meth:`NoiseConditionedChain.final_mean`
-        :return: The final-step Gaussian, conditioned on the noise
+        :return: The final step conditioned on the noise: a Gaussian (Box) or a categorical over the logits
         """
         cond = self.denoiser.project_condition(latent_pi)
         eps_model = self.denoiser.step_predictor(cond, self.chain.n_steps)
         mean = self.chain.final_mean(eps_model, noises, eps_grad_hook=eps_grad_hook)
-        return self.action_dist.proba_distribution(mean, self._floored_log_std())  # type: ignore[return-value]
+        return self._final_distribution(mean)
+
+    def _final_distribution(self, mean: th.Tensor) -> FinalDistribution:
+        """
+        :param mean: The chain's final mean, shape ``(batch, chain_dim)``
+        :return: ``N(mean, std^2)`` for a Box; the (multi-)categorical with ``mean`` as logits otherwise
+        """
+        if isinstance(self.action_dist, DiagGaussianDistribution):
+            return self.action_dist.proba_distribution(mean, self._floored_log_std())
+        return self.action_dist.proba_distribution(action_logits=mean)  # type: ignore[return-value]
 
     def _noise_for(self, batch_size: int, deterministic: bool) -> th.Tensor:
         if deterministic:
             # The "mode" of a noise-conditioned policy: zero noise at every denoising step and the final mean.
-            return th.zeros((batch_size, *self.noise_shape), device=self.device, dtype=self.log_std.dtype)
+            return th.zeros((batch_size, *self.noise_shape), device=self.device, dtype=self._noise_dtype)
         return self.sample_noise(batch_size)
 
     def forward_with_noise(
@@ -313,8 +369,8 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         Forward pass in actor and critic that also returns the noise the actions were made with.
 
         :param obs: Observation
-        :param deterministic: Zero noise at every step and the mean of the final step
-        :return: action (normalised, unclipped), value, log probability of the action given the noise, noise
+        :param deterministic: Zero noise at every step and the mean (argmax for discrete actions) of the final step
+        :return: action (Box: normalised, unclipped), value, log probability of the action given the noise, noise
         """
         latent_pi, latent_vf = self._latents(obs)
         values = self.value_net(latent_vf)
@@ -346,20 +402,24 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         Evaluate actions given the noise that produced them, through the whole denoising chain (with gradients).
 
         :param obs: Observation
-        :param actions: Normalised actions
+        :param actions: Normalised actions (Box), or the actions as the rollout buffer stores them (floats, one
+            column per sub-space)
         :param noises: The stored noise of those actions, shape ``(batch, *noise_shape)``
         :param eps_grad_hook: See :meth:`NoiseConditionedChain.final_mean`
         :return: estimated value, log likelihood of the actions given the noise, entropy of the final step
         """
         latent_pi, latent_vf = self._latents(obs)
         distribution = self._get_action_dist_from_latent(latent_pi, noises, eps_grad_hook=eps_grad_hook)
+        if isinstance(self.action_space, spaces.Discrete):
+            # The buffer stores (batch, 1) floats; a categorical's log_prob needs (batch,) integers (PPO does the same).
+            actions = actions.long().flatten()
         return self.value_net(latent_vf), distribution.log_prob(actions), distribution.entropy()
 
-    def get_distribution(self, obs: PyTorchObs, noises: th.Tensor | None = None) -> DiagGaussianDistribution:  # type: ignore[override]
+    def get_distribution(self, obs: PyTorchObs, noises: th.Tensor | None = None) -> FinalDistribution:  # type: ignore[override]
         """
         :param obs: Observation
         :param noises: Denoising noise; fresh noise is drawn if ``None``
-        :return: The final-step Gaussian given the noise
+        :return: The final-step distribution given the noise
         """
         latent_pi = self._actor_latent(obs)
         if noises is None:
@@ -369,13 +429,13 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         """
         :param observation: Observation
-        :param deterministic: Zero noise at every step and the mean of the final step
-        :return: Normalised actions clipped to [-1, 1]
+        :param deterministic: Zero noise at every step and the mean (argmax for discrete actions) of the final step
+        :return: Normalised actions clipped to [-1, 1] (Box), or the discrete actions
         """
         latent_pi = self._actor_latent(observation)
         noises = self._noise_for(latent_pi.shape[0], deterministic)
         actions = self._get_action_dist_from_latent(latent_pi, noises).get_actions(deterministic=deterministic)
-        return actions.clamp(-1.0, 1.0)
+        return actions.clamp(-1.0, 1.0) if isinstance(self.action_space, spaces.Box) else actions
 
 
 class CnnDiffusionPolicy(DiffusionActorCriticPolicy):

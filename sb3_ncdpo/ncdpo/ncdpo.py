@@ -15,7 +15,12 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
 from sb3_ncdpo.common.buffers import NoiseDictRolloutBuffer, NoiseRolloutBuffer
-from sb3_ncdpo.common.policies import DiffusionActorCriticPolicy, check_policy_kwargs
+from sb3_ncdpo.common.policies import (
+    SUPPORTED_ACTION_SPACES,
+    DiffusionActorCriticPolicy,
+    check_action_space,
+    check_policy_kwargs,
+)
 from sb3_ncdpo.ncdpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 SelfNCDPO = TypeVar("SelfNCDPO", bound="NCDPO")
@@ -35,7 +40,8 @@ class NCDPO(OnPolicyAlgorithm):
     so PPO's clipped ratio back-propagates through all K steps. The critic is ``V(s)``.
 
     The constructor takes PPO's arguments with PPO's meaning (gSDE excepted); the diffusion settings are policy
-    keyword arguments (see :class:`~sb3_ncdpo.common.policies.DiffusionActorCriticPolicy`).
+    keyword arguments (see :class:`~sb3_ncdpo.common.policies.DiffusionActorCriticPolicy`). Action spaces: a bounded
+    ``Box``, ``Discrete`` or ``MultiDiscrete`` (the chain then denoises logits and the last step is categorical).
 
     :param policy: The policy model to use (MlpDiffusionPolicy, CnnDiffusionPolicy, MultiInputDiffusionPolicy, or
         their aliases MlpPolicy, CnnPolicy, MultiInputPolicy)
@@ -51,7 +57,8 @@ class NCDPO(OnPolicyAlgorithm):
     :param clip_range_vf: Clipping parameter for the value function, it can be a function of the current progress
         remaining (from 1 to 0). If None (default), no clipping will be done on the value function.
     :param normalize_advantage: Whether to normalize or not the advantage
-    :param ent_coef: Entropy coefficient for the loss calculation (the entropy is that of the final Gaussian step)
+    :param ent_coef: Entropy coefficient for the loss calculation (the entropy is that of the final step given the
+        noise: the Gaussian's, or the categorical's for discrete actions)
     :param vf_coef: Value function coefficient for the loss calculation
     :param max_grad_norm: The maximum value for the gradient clipping
     :param rollout_buffer_class: Rollout buffer class to use. If ``None``, it will be automatically selected
@@ -140,7 +147,7 @@ class NCDPO(OnPolicyAlgorithm):
             device=device,
             seed=seed,
             _init_setup_model=False,
-            supported_action_spaces=(spaces.Box,),
+            supported_action_spaces=SUPPORTED_ACTION_SPACES,
         )
 
         if self.env is not None:
@@ -154,6 +161,13 @@ class NCDPO(OnPolicyAlgorithm):
 
         if _init_setup_model:
             self._setup_model()
+
+    @staticmethod
+    def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
+        # SB3 calls this right after making the env (and from set_env): the action space is checked before anything
+        # else is built, with a ValueError that names the supported spaces (SB3's own check is an assertion).
+        check_action_space(env.action_space)
+        return OnPolicyAlgorithm._wrap_env(env, verbose, monitor_wrapper)
 
     def _check_batch_size(self, batch_size: int, normalize_advantage: bool) -> None:
         assert self.env is not None
@@ -236,8 +250,10 @@ class NCDPO(OnPolicyAlgorithm):
                 actions_tensor, values, log_probs, noises = self.policy.forward_with_noise(obs_tensor)
             actions = actions_tensor.cpu().numpy()
 
-            # The policy acts in [-1, 1]: clip the Gaussian sample, then map it to the Box bounds
-            clipped_actions = self.policy.unscale_action(np.clip(actions, -1.0, 1.0))
+            clipped_actions = actions
+            if isinstance(self.action_space, spaces.Box):
+                # The policy acts in [-1, 1]: clip the Gaussian sample, then map it to the Box bounds
+                clipped_actions = self.policy.unscale_action(np.clip(actions, -1.0, 1.0))
 
             new_obs, rewards, dones, infos = env.step(clipped_actions)
 
@@ -409,7 +425,8 @@ class NCDPO(OnPolicyAlgorithm):
         self.logger.record("train/clip_fraction", np.mean(clip_fractions))
         self.logger.record("train/loss", loss.item())
         self.logger.record("train/explained_variance", explained_var)
-        self.logger.record("train/std", self.policy.final_std().mean().item())
+        if isinstance(self.action_space, spaces.Box):
+            self.logger.record("train/std", self.policy.final_std().mean().item())
         if grad_norms:
             self.logger.record("train/grad_norm", np.mean(grad_norms))
             # Gradient that reaches the first denoising step (k = K) relative to the last one (k = 1): a value near
