@@ -3,6 +3,9 @@ import os
 from sb3_ncdpo.common.buffers import NoiseDictRolloutBuffer, NoiseRolloutBuffer
 from sb3_ncdpo.common.policies import CnnDiffusionPolicy, DiffusionActorCriticPolicy, MultiInputDiffusionPolicy
 from sb3_ncdpo.ncdpo import NCDPO
+from sb3_ncdpo.registration import register_tasks
+
+register_tasks()  # gym ids of the multi-agent tasks (sb3_ncdpo/<task>): PettingZoo is imported only when one is made
 
 MlpDiffusionPolicy = DiffusionActorCriticPolicy
 

@@ -11,6 +11,7 @@ import argparse
 import runpy
 import sys
 
+from sb3_ncdpo.registration import is_multiagent
 from sb3_ncdpo.zoo import ALGORITHMS, hyperparams_file, register
 
 COMMANDS = ("train", "enjoy", "record-video", "compare")
@@ -39,6 +40,26 @@ def default_config(zoo_args: list[str]) -> str | None:
         return str(path) if known.env in (yaml.safe_load(file) or {}) else None
 
 
+def check_multiagent_enjoy(zoo_args: list[str]) -> None:
+    """
+    rl-zoo3's ``enjoy`` with ``--n-envs 1`` (its default) assumes a vec env of one sub-env; a multi-agent id
+    (:mod:`sb3_ncdpo.multiagent`) has one sub-env per agent, which that branch cannot handle.
+
+    :param zoo_args: rl-zoo3 ``enjoy`` / ``record-video`` arguments
+    :raises SystemExit: for a multi-agent id with ``--n-envs 1``, saying what to pass instead
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--env", default="CartPole-v1")
+    parser.add_argument("--n-envs", type=int, default=1)
+    known, _ = parser.parse_known_args(zoo_args)
+    if is_multiagent(known.env) and known.n_envs == 1:
+        sys.exit(
+            f"--env {known.env} is multi-agent (one sub-env per agent): rl-zoo3's enjoy needs --n-envs 2 or more for it "
+            "(its --n-envs 1 branch assumes a single sub-env); evaluate_policy on sb3_ncdpo.multiagent.make_parallel_vec_env "
+            "reports per-agent returns"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     """
     :param argv: Arguments after the program name (``sys.argv[1:]`` by default)
@@ -54,6 +75,8 @@ def main(argv: list[str] | None = None) -> None:
         compare(zoo_args)
         return
     register()
+    if command in ("enjoy", "record-video"):
+        check_multiagent_enjoy(zoo_args)
     if command == "train":
         config = default_config(zoo_args)
         if config is not None:
