@@ -25,10 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from toy_envs import SectorEnv
 
 SETTINGS = {
-    "epsilon, x0_clip=1 at every step": dict(prediction_type="epsilon"),
+    "epsilon, x0_clip=1 at every step": dict(prediction_type="epsilon", x0_clip_final=True),
     "epsilon, x0_clip_final=False": dict(prediction_type="epsilon", x0_clip_final=False),
-    "epsilon, x0_clip=None": dict(prediction_type="epsilon", x0_clip=None),
-    "sample, x0_clip=1 at every step": dict(prediction_type="sample"),
+    "sample, x0_clip=1 at every step": dict(prediction_type="sample", x0_clip_final=True),
     "sample, x0_clip_final=False": dict(prediction_type="sample", x0_clip_final=False),
     "sample, x0_clip=None": dict(prediction_type="sample", x0_clip=None),
 }
@@ -52,8 +51,8 @@ def run(n_actions: int, overrides: dict, seed: int, timesteps: int) -> tuple[flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-actions", type=int, nargs="+", default=[5, 50])
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--timesteps", type=int, default=16384)
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--timesteps", type=int, default=8192)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     th.set_num_threads(1)

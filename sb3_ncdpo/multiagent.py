@@ -18,6 +18,7 @@ Three ways in:
 """
 
 import importlib
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -169,7 +170,10 @@ def make_parallel_vec_env(
     vec_env = supersuit.concat_vec_envs_v1(
         supersuit.pettingzoo_env_to_vec_env_v1(env), n_envs, num_cpus=0, base_class="stable_baselines3"
     )
-    seeded = _SeededVecEnv(vec_env)
+    with warnings.catch_warnings():
+        # SB3 asks every vec env for its sub-envs' render_mode; SuperSuit's adapter has one for the whole env only.
+        warnings.filterwarnings("ignore", message="The `render_mode` attribute is not defined")
+        seeded = _SeededVecEnv(vec_env)
     seeded.seed(seed)
     return VecMonitor(seeded)
 

@@ -172,3 +172,21 @@ def test_set_env_checks_the_action_space():
     model = NCDPO("MlpPolicy", discrete_env(), n_steps=16, batch_size=8, policy_kwargs=SMALL)
     with pytest.raises(ValueError, match="got MultiBinary"):
         model.set_env(IdentityEnvMultiBinary(dim=2))
+
+
+def test_final_logits_are_not_clipped_by_default():
+    """x0_clip_final=None: the final step's clean-sample clip applies to Box actions only (it would cap the logits)."""
+    box = NCDPO("MlpPolicy", "Pendulum-v1", n_steps=16, batch_size=8, policy_kwargs=SMALL).policy
+    discrete = NCDPO("MlpPolicy", discrete_env(), n_steps=16, batch_size=8, policy_kwargs=SMALL).policy
+    clipped = NCDPO("MlpPolicy", discrete_env(), n_steps=16, batch_size=8, policy_kwargs=dict(SMALL, x0_clip_final=True)).policy
+    assert box.chain.config.x0_clip_final and not discrete.chain.config.x0_clip_final and clipped.chain.config.x0_clip_final
+    assert discrete._get_constructor_parameters()["x0_clip_final"] is False  # saved resolved
+    # With the final clip, no noise can push the logits of this untrained chain outside [-1, 1]; without it they can.
+    obs = discrete.obs_to_tensor(np.arange(256) % 4)[0]
+    noises = 3 * discrete.sample_noise(256)
+    with th.no_grad():
+        free = discrete.get_distribution(obs, noises).distribution.logits
+        capped = clipped.get_distribution(obs, noises).distribution.logits
+    # SB3's Categorical normalises logits (log-softmax): compare the spread of the logits of one distribution.
+    assert (capped.max(1).values - capped.min(1).values).max() <= 2.0 + 1e-5
+    assert (free.max(1).values - free.min(1).values).max() > 2.0

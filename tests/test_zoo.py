@@ -49,6 +49,19 @@ def test_train_and_enjoy_ncdpo_with_normalization(tmp_path, capsys):
     assert env.action_space.contains(first[0])
 
 
+def test_train_and_enjoy_a_discrete_env(tmp_path, capsys):
+    logs = train(tmp_path, "--algo", "ncdpo", "--env", "CartPole-v1", "-n", "256", *TINY)
+    run = os.path.join(logs, "ncdpo", "CartPole-v1_1")
+    with open(os.path.join(run, "CartPole-v1", "config.yml")) as file:
+        config = dict(yaml.unsafe_load(file))
+    assert config["n_envs"] == 8 and config["learning_rate"] == "lin_0.001"  # the packaged ncdpo.yml entry
+    main(["enjoy", "--algo", "ncdpo", "--env", "CartPole-v1", "-f", logs, "--no-render", "-n", "200"])
+    assert "Episode Reward" in capsys.readouterr().out
+    model = NCDPO.load(os.path.join(run, "CartPole-v1.zip"))
+    action, _ = model.predict(np.zeros(4, np.float32), deterministic=True)
+    assert model.action_space.contains(action)
+
+
 def _inverted_pendulum():
     import gymnasium as gym
 

@@ -82,7 +82,10 @@ def check_policy_kwargs(policy_kwargs: dict[str, Any]) -> None:
     """
     if policy_kwargs.get("use_sde", False):
         raise ValueError("use_sde=True is not supported: a diffusion policy explores through its denoising noise")
-    ChainConfig(**{f.name: policy_kwargs[f.name] for f in fields(ChainConfig) if f.name in policy_kwargs})
+    chain_kwargs = {f.name: policy_kwargs[f.name] for f in fields(ChainConfig) if f.name in policy_kwargs}
+    if chain_kwargs.get("x0_clip_final", False) is None:  # the policy's default: decided by the action space
+        del chain_kwargs["x0_clip_final"]
+    ChainConfig(**chain_kwargs)
     check_denoiser_sizes(policy_kwargs.get("denoiser_hidden_sizes", (256, 256)), policy_kwargs.get("residual", False))
     check_std_settings(policy_kwargs.get("fixed_std"), policy_kwargs.get("min_std", DEFAULT_MIN_STD))
 
@@ -131,8 +134,11 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
     :param ddim_eta: DDIM stochasticity in [0, 1] (only with ``sampler="ddim"``)
     :param noise_schedule: ``"cosine"`` or ``"linear"``
     :param x0_clip: Clip of the predicted clean action at the steps ``k >= 2`` (``None``: no clip)
-    :param x0_clip_final: Also clip it at the final step, whose output is the action mean (default). Off, the mean
-        always receives gradient but can leave the action bounds (measured no better: see the README)
+    :param x0_clip_final: Also clip it at the final step, whose output is the action mean. Off, the mean always
+        receives gradient but can leave the action bounds (measured no better for Box actions: see the README).
+        ``None`` (default): on for a Box, off for discrete actions, whose final mean is the logits: clipped to
+        ``[-x0_clip, x0_clip]`` they would cap the probability of the best of ``n`` actions at
+        ``e^(2 x0_clip) / (e^(2 x0_clip) + n - 1)`` (0.65 for 5 actions at the default clip; measured in the README)
     :param noise_clip: Clip of the sampled normal draws (``None``: no clip)
     :param min_step_std: Floor of the std of the intermediate denoising steps
     :param prediction_type: What the denoiser predicts: ``"epsilon"`` (the noise) or ``"sample"`` (the clean action)
@@ -166,7 +172,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         ddim_eta: float = _DEFAULTS.ddim_eta,
         noise_schedule: str = _DEFAULTS.noise_schedule,
         x0_clip: float | None = _DEFAULTS.x0_clip,
-        x0_clip_final: bool = _DEFAULTS.x0_clip_final,
+        x0_clip_final: bool | None = None,
         noise_clip: float | None = _DEFAULTS.noise_clip,
         min_step_std: float = _DEFAULTS.min_step_std,
         prediction_type: str = _DEFAULTS.prediction_type,
@@ -178,6 +184,8 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         min_std: float = DEFAULT_MIN_STD,
     ):
         check_action_space(action_space)
+        if x0_clip_final is None:
+            x0_clip_final = isinstance(action_space, spaces.Box)
         check_policy_kwargs(
             dict(
                 use_sde=use_sde,
