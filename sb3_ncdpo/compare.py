@@ -79,7 +79,12 @@ class RunSpec:
     @property
     def name(self) -> str:
         """File stem of the run in ``<out>/runs``."""
-        return f"{self.variant}__{self.env}__seed{self.seed}"
+        return f"{self.variant}__{file_stem(self.env)}__seed{self.seed}"
+
+
+def file_stem(env_id: str) -> str:
+    """:return: ``env_id`` usable in a file name (a namespaced id such as ``sb3_ncdpo/simple_spread_v3`` has a ``/``)"""
+    return env_id.replace("/", "-")
 
 
 def algorithm_class(algo: str) -> Any:
@@ -455,7 +460,7 @@ def plot_curves(rows: list[dict[str, Any]], out: Path, metric: str = "iqm") -> l
         ax.set_title(f"{env_id} ({counts.pop()} seeds each)" if len(counts) == 1 else f"{env_id} (seeds: {per_algo})")
         ax.legend()
         fig.tight_layout()
-        path = out / f"curves_{env_id}.png"
+        path = out / f"curves_{file_stem(env_id)}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)

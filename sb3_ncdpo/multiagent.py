@@ -174,8 +174,9 @@ def make_parallel_vec_env(
         # SB3 asks every vec env for its sub-envs' render_mode; SuperSuit's adapter has one for the whole env only.
         warnings.filterwarnings("ignore", message="The `render_mode` attribute is not defined")
         seeded = _SeededVecEnv(vec_env)
-    seeded.seed(seed)
-    return VecMonitor(seeded)
+        monitored = VecMonitor(seeded)
+    monitored.seed(seed)
+    return monitored
 
 
 class ParallelEnvPlaceholder(gym.Env):

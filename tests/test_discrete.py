@@ -190,3 +190,28 @@ def test_final_logits_are_not_clipped_by_default():
     # SB3's Categorical normalises logits (log-softmax): compare the spread of the logits of one distribution.
     assert (capped.max(1).values - capped.min(1).values).max() <= 2.0 + 1e-5
     assert (free.max(1).values - free.min(1).values).max() > 2.0
+
+
+def test_cartpole_learning():
+    """
+    A learning check that could fail: an untrained policy's deterministic return is ~9 (it always pushes one way).
+    Measured with these settings: 486 (seed 0, 20k steps), 495 and 290 (seeds 1 and 2, 30k steps); ~25 s alone.
+    """
+    model = NCDPO(
+        "MlpPolicy",
+        make_vec_env("CartPole-v1", n_envs=8, seed=0),
+        n_steps=32,
+        batch_size=256,
+        n_epochs=10,
+        gae_lambda=0.8,
+        gamma=0.98,
+        learning_rate=1e-3,
+        seed=0,
+        policy_kwargs=dict(n_denoising_steps=3, denoiser_hidden_sizes=[64, 64], prediction_type="sample"),
+    )
+    eval_env = make_vec_env("CartPole-v1", n_envs=1, seed=100)
+    before, _ = evaluate_policy(model, eval_env, n_eval_episodes=10)
+    model.learn(30_000)
+    after, _ = evaluate_policy(model, eval_env, n_eval_episodes=10)
+    assert before < 50
+    assert after >= 150
