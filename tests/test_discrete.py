@@ -178,7 +178,8 @@ def test_final_logits_are_not_clipped_by_default():
     """x0_clip_final=None: the final step's clean-sample clip applies to Box actions only (it would cap the logits)."""
     box = NCDPO("MlpPolicy", "Pendulum-v1", n_steps=16, batch_size=8, policy_kwargs=SMALL).policy
     discrete = NCDPO("MlpPolicy", discrete_env(), n_steps=16, batch_size=8, policy_kwargs=SMALL).policy
-    clipped = NCDPO("MlpPolicy", discrete_env(), n_steps=16, batch_size=8, policy_kwargs=dict(SMALL, x0_clip_final=True)).policy
+    clipped_kwargs = dict(SMALL, x0_clip_final=True)
+    clipped = NCDPO("MlpPolicy", discrete_env(), n_steps=16, batch_size=8, policy_kwargs=clipped_kwargs).policy
     assert box.chain.config.x0_clip_final and not discrete.chain.config.x0_clip_final and clipped.chain.config.x0_clip_final
     assert discrete._get_constructor_parameters()["x0_clip_final"] is False  # saved resolved
     # With the final clip, no noise can push the logits of this untrained chain outside [-1, 1]; without it they can.

@@ -114,7 +114,7 @@ def test_bad_multiagent_input():
         make_parallel_vec_env("mpe2.simple_spread_v3")
     with pytest.raises(ValueError, match="n_envs must be an int >= 1"):
         make_parallel_vec_env(SPREAD, n_envs=0)
-    with pytest.raises(RuntimeError, match="vec_env_wrapper: sb3_ncdpo.multiagent.parameter_sharing"):
+    with pytest.raises(RuntimeError, match=r"vec_env_wrapper: sb3_ncdpo\.multiagent\.parameter_sharing"):
         gym.make("sb3_ncdpo/simple_spread_v3").reset()
     with pytest.raises(ValueError, match="parameter_sharing wraps the vec env of a multi-agent id"):
         parameter_sharing(make_model("ppo", "CartPole-v1", 0)[1])
