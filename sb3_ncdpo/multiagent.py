@@ -18,7 +18,6 @@ Three ways in:
 """
 
 import importlib
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +28,7 @@ from stable_baselines3.common.policies import MultiInputActorCriticPolicy
 from stable_baselines3.common.preprocessing import get_flattened_obs_dim
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, MlpExtractor
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecMonitor
-from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 from torch import nn
 
 from sb3_ncdpo.common.policies import MultiInputDiffusionPolicy
@@ -145,6 +144,12 @@ class _SeededVecEnv(VecEnvWrapper):
     def step_wait(self) -> VecEnvStepReturn:
         return self.venv.step_wait()
 
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        if attr_name == "render_mode":
+            # SuperSuit's adapter asks its gymnasium vec env, which has no get_attr; every sub-env shares the env's mode.
+            return [self.venv.render_mode] * len(self._get_indices(indices))
+        return self.venv.get_attr(attr_name, indices)
+
 
 def make_parallel_vec_env(
     parallel_env: ParallelEnvMaker,
@@ -170,11 +175,7 @@ def make_parallel_vec_env(
     vec_env = supersuit.concat_vec_envs_v1(
         supersuit.pettingzoo_env_to_vec_env_v1(env), n_envs, num_cpus=0, base_class="stable_baselines3"
     )
-    with warnings.catch_warnings():
-        # SB3 asks every vec env for its sub-envs' render_mode; SuperSuit's adapter has one for the whole env only.
-        warnings.filterwarnings("ignore", message="The `render_mode` attribute is not defined")
-        seeded = _SeededVecEnv(vec_env)
-        monitored = VecMonitor(seeded)
+    monitored = VecMonitor(_SeededVecEnv(vec_env))
     monitored.seed(seed)
     return monitored
 
