@@ -147,7 +147,7 @@ class _SeededVecEnv(VecEnvWrapper):
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         if attr_name == "render_mode":
             # SuperSuit's adapter asks its gymnasium vec env, which has no get_attr; every sub-env shares the env's mode.
-            return [self.venv.render_mode] * len(self._get_indices(indices))
+            return [self.venv.render_mode for _ in self._get_indices(indices)]
         return self.venv.get_attr(attr_name, indices)
 
 
