@@ -192,6 +192,8 @@ class ParallelEnvPlaceholder(gym.Env):
     :param env_kwargs: Keyword arguments of the env
     """
 
+    metadata: dict[str, Any] = {"render_modes": ["human", "rgb_array"]}  # noqa: RUF012 (gymnasium's convention)
+
     def __init__(self, parallel_env: str, global_state: bool = False, render_mode: str | None = None, **env_kwargs: Any):
         if render_mode is not None:
             env_kwargs["render_mode"] = render_mode
