@@ -5,6 +5,9 @@ from sb3_ncdpo.common.chain_buffers import ChainDictRolloutBuffer, ChainRolloutB
 from sb3_ncdpo.common.policies import CnnDiffusionPolicy, DiffusionActorCriticPolicy, MultiInputDiffusionPolicy
 from sb3_ncdpo.dppo import DPPO
 from sb3_ncdpo.ncdpo import NCDPO
+from sb3_ncdpo.registration import register_tasks
+
+register_tasks()  # gym ids of the multi-agent tasks (sb3_ncdpo/<task>): PettingZoo is imported only when one is made
 
 MlpDiffusionPolicy = DiffusionActorCriticPolicy
 

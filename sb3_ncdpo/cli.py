@@ -15,6 +15,7 @@ import runpy
 import sys
 from pathlib import Path
 
+from sb3_ncdpo.registration import is_multiagent
 from sb3_ncdpo.zoo import ALGORITHMS, hyperparams_file, register
 
 COMMANDS = ("train", "enjoy", "record-video", "compare", "collect-demos", "pretrain")
@@ -76,6 +77,26 @@ def pretrained_args(zoo_args: list[str]) -> tuple[list[str], str | None]:
     return [*rest, "-params", value], known.pretrained
 
 
+def check_multiagent_enjoy(zoo_args: list[str]) -> None:
+    """
+    rl-zoo3's ``enjoy`` with ``--n-envs 1`` (its default) assumes a vec env of one sub-env; a multi-agent id
+    (:mod:`sb3_ncdpo.multiagent`) has one sub-env per agent, which that branch cannot handle.
+
+    :param zoo_args: rl-zoo3 ``enjoy`` / ``record-video`` arguments
+    :raises SystemExit: for a multi-agent id with ``--n-envs 1``, saying what to pass instead
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--env", default="CartPole-v1")
+    parser.add_argument("--n-envs", type=int, default=1)
+    known, _ = parser.parse_known_args(zoo_args)
+    if is_multiagent(known.env) and known.n_envs == 1:
+        sys.exit(
+            f"--env {known.env} is multi-agent (one sub-env per agent): rl-zoo3's enjoy needs --n-envs 2 or more for it "
+            "(its --n-envs 1 branch assumes a single sub-env); evaluate_policy on sb3_ncdpo.multiagent.make_parallel_vec_env "
+            "reports per-agent returns"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     """
     :param argv: Arguments after the program name (``sys.argv[1:]`` by default)
@@ -101,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
         pretrain(zoo_args)
         return
     register()
+    if command in ("enjoy", "record-video"):
+        check_multiagent_enjoy(zoo_args)
     if command == "train":
         zoo_args, pretrained = pretrained_args(zoo_args)
         config = default_config(zoo_args, finetune=pretrained is not None)

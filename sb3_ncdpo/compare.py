@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from sb3_ncdpo.zoo import ALGORITHMS, eval_policy_kwargs, load_hyperparams
+from sb3_ncdpo.zoo import ALGORITHMS, eval_policy_kwargs, import_name, load_hyperparams
 
 #: Algorithms that ``compare`` can run, by name; each needs a packaged ``hyperparams/<name>.yml``.
 COMPARED = ("ncdpo", "dppo", "ppo")
@@ -84,7 +84,12 @@ class RunSpec:
     @property
     def name(self) -> str:
         """File stem of the run in ``<out>/runs``."""
-        return f"{self.variant}__{self.env}__seed{self.seed}"
+        return f"{self.variant}__{file_stem(self.env)}__seed{self.seed}"
+
+
+def file_stem(env_id: str) -> str:
+    """:return: ``env_id`` usable in a file name (a namespaced id such as ``sb3_ncdpo/simple_spread_v3`` has a ``/``)"""
+    return env_id.replace("/", "-")
 
 
 def algorithm_class(algo: str) -> Any:
@@ -121,7 +126,9 @@ def make_model(
     """
     Build a model with the packaged hyperparameters (plus overrides) and its evaluation env, which normalises
     observations like the training env (statistics synced by SB3's ``EvalCallback`` or ``sync_envs_normalization``) and
-    leaves rewards unnormalised.
+    leaves rewards unnormalised. As in rl-zoo3, an entry's ``env_kwargs`` go to the env, its ``vec_env_wrapper`` (a
+    dotted name, e.g. ``sb3_ncdpo.multiagent.parameter_sharing`` for the multi-agent ids) wraps both vec envs and a
+    dotted ``policy`` names a policy class.
 
     :param algo: Algorithm name
     :param env_id: Environment id
@@ -145,10 +152,16 @@ def make_model(
     normalize = hyperparams.pop("normalize", False)
     hyperparams.pop("n_timesteps", None)
     policy = hyperparams.pop("policy")
+    policy = import_name(policy) if "." in policy else policy
+    env_kwargs = hyperparams.pop("env_kwargs", None)
+    wrapper_name = hyperparams.pop("vec_env_wrapper", None)
     hyperparams["policy_kwargs"] = {**hyperparams.get("policy_kwargs", {}), **(policy_kwargs or {})}
     hyperparams.update(algo_kwargs or {})
-    env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
-    eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000)
+    env = make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs)
+    eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000, env_kwargs=env_kwargs)
+    if wrapper_name is not None:
+        wrapper = import_name(wrapper_name)
+        env, eval_env = wrapper(env), wrapper(eval_env)
     if normalize:
         env = VecNormalize(env, gamma=hyperparams.get("gamma", 0.99))
         eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
@@ -487,7 +500,7 @@ def plot_curves(rows: list[dict[str, Any]], out: Path, metric: str = "iqm") -> l
         ax.set_title(f"{env_id} ({counts.pop()} seeds each)" if len(counts) == 1 else f"{env_id} (seeds: {per_algo})")
         ax.legend()
         fig.tight_layout()
-        path = out / f"curves_{env_id}.png"
+        path = out / f"curves_{file_stem(env_id)}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)

@@ -6,6 +6,7 @@ to add them to ``rl_zoo3.ALGOS`` (one dict shared by train, enjoy and record_vid
 tables of ``rl_zoo3.hyperparams_opt`` before calling rl-zoo3's own entry points. :func:`register` does that.
 """
 
+import importlib
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,8 @@ def hyperparams_file(algo: str) -> Path:
 
 def load_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
     """
-    Read one entry of a packaged hyperparameter file, with ``policy_kwargs`` evaluated the way rl-zoo3 does.
+    Read one entry of a packaged hyperparameter file, with ``policy_kwargs`` evaluated and ``lin_<x>`` schedules made
+    the way rl-zoo3 does.
 
     :param algo: Algorithm name (``ncdpo``, ``ppo``)
     :param env_id: Environment id (the YAML key)
@@ -52,7 +54,42 @@ def load_hyperparams(algo: str, env_id: str) -> dict[str, Any]:
     hyperparams = dict(table[env_id])
     if isinstance(hyperparams.get("policy_kwargs"), str):
         hyperparams["policy_kwargs"] = eval_policy_kwargs(hyperparams["policy_kwargs"])
+    for key in SCHEDULED:
+        if isinstance(hyperparams.get(key), str):
+            hyperparams[key] = linear_schedule(hyperparams[key])
     return hyperparams
+
+
+#: Values that rl-zoo3 accepts as ``lin_<initial value>`` schedules (PPO's and NCDPO's arguments).
+SCHEDULED = ("learning_rate", "clip_range", "clip_range_vf")
+
+
+def linear_schedule(value: str) -> Any:
+    """
+    :param value: ``"lin_<x>"``, rl-zoo3's notation for a value decaying linearly from ``x`` to 0 over training
+    :return: SB3's ``LinearSchedule`` for it (picklable, unlike a closure)
+    :raises ValueError: for any other string
+    """
+    from stable_baselines3.common.utils import LinearSchedule
+
+    kind, _, initial = value.partition("_")
+    if kind == "lin":
+        try:
+            return LinearSchedule(float(initial), 0.0, 1.0)
+        except ValueError:
+            pass
+    raise ValueError(f"a schedule must be written 'lin_<initial value>' (rl-zoo3's notation), got {value!r}")
+
+
+def import_name(name: str) -> Any:
+    """
+    :param name: Dotted name of a class or function, e.g. ``"sb3_ncdpo.multiagent.parameter_sharing"``
+    :return: The object (rl-zoo3 resolves ``policy``, ``env_wrapper`` and ``vec_env_wrapper`` names the same way)
+    """
+    module, _, attribute = name.rpartition(".")
+    if not module:
+        raise ValueError(f"expected a dotted name such as 'package.module.Class', got {name!r}")
+    return getattr(importlib.import_module(module), attribute)
 
 
 def eval_policy_kwargs(expression: str) -> dict[str, Any]:

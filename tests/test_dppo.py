@@ -8,7 +8,7 @@ import pytest
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.envs import BitFlippingEnv
+from stable_baselines3.common.envs import BitFlippingEnv, IdentityEnvMultiBinary
 from stable_baselines3.common.evaluation import evaluate_policy
 from toy_envs import TargetEnv
 
@@ -312,6 +312,15 @@ def test_bad_arguments_fail_before_the_env_is_built(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DPPO(env="sb3_ncdpo_tests/DPPOCounting-v0", **kwargs)
     assert CountingEnv.created == 0
+
+
+def test_discrete_actions_are_refused_with_a_clear_error():
+    with pytest.raises(
+        ValueError, match=r"DPPO supports only Box action spaces \(use NCDPO for discrete ones\), got Discrete\(2\)"
+    ):
+        DPPO("MlpPolicy", "CartPole-v1")
+    with pytest.raises(ValueError, match="action_space must be a Box with finite bounds, Discrete or MultiDiscrete"):
+        DPPO("MlpPolicy", IdentityEnvMultiBinary(dim=2))
 
 
 def test_batch_size_counts_pairs():

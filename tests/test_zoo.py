@@ -49,6 +49,19 @@ def test_train_and_enjoy_ncdpo_with_normalization(tmp_path, capsys):
     assert env.action_space.contains(first[0])
 
 
+def test_train_and_enjoy_a_discrete_env(tmp_path, capsys):
+    logs = train(tmp_path, "--algo", "ncdpo", "--env", "CartPole-v1", "-n", "256", *TINY)
+    run = os.path.join(logs, "ncdpo", "CartPole-v1_1")
+    with open(os.path.join(run, "CartPole-v1", "config.yml")) as file:
+        config = dict(yaml.unsafe_load(file))
+    assert config["n_envs"] == 8 and config["learning_rate"] == "lin_0.001"  # the packaged ncdpo.yml entry
+    main(["enjoy", "--algo", "ncdpo", "--env", "CartPole-v1", "-f", logs, "--no-render", "-n", "200"])
+    assert "Episode Reward" in capsys.readouterr().out
+    model = NCDPO.load(os.path.join(run, "CartPole-v1.zip"))
+    action, _ = model.predict(np.zeros(4, np.float32), deterministic=True)
+    assert model.action_space.contains(action)
+
+
 def _inverted_pendulum():
     import gymnasium as gym
 
@@ -85,7 +98,7 @@ def test_record_video(tmp_path, monkeypatch):
 
 def test_train_ppo_uses_packaged_baseline_only_where_it_has_an_entry(tmp_path):
     assert default_config(["--algo", "ppo", "--env", "Hopper-v5"]) == str(hyperparams_file("ppo"))
-    assert default_config(["--algo", "ppo", "--env", "CartPole-v1"]) is None  # rl-zoo3's own file
+    assert default_config(["--algo", "ppo", "--env", "MountainCar-v0"]) is None  # rl-zoo3's own file
     assert default_config(["--algo", "ncdpo", "--env", "Anything-v0"]) == str(hyperparams_file("ncdpo"))
     assert default_config(["--algo", "ncdpo", "-conf", "mine.yml"]) is None
     logs = train(tmp_path, "--algo", "ppo", "--env", "Pendulum-v1", "-n", "64", "-params", "n_steps:64", "batch_size:32")
@@ -107,8 +120,11 @@ def _entries(algo: str) -> list[str]:
 @pytest.mark.parametrize("algo, env_id", [(a, e) for a in ("ncdpo", "ppo") for e in _entries(a)])
 def test_every_yaml_entry_builds_and_trains(tmp_path, algo, env_id):
     """One rollout and one update with each packaged entry as written: no typo can hide in the YAML files."""
-    logs = train(tmp_path, "--algo", algo, "--env", env_id, "-n", "1", "--eval-freq", "-1")
-    assert glob.glob(os.path.join(logs, algo, f"{env_id}_1", f"{env_id}.zip"))
+    # Shorter rollouts where a full one (16 envs x 1024 steps) would take most of a minute; all else as written.
+    shorter = ["-params", "n_steps:64"] if env_id in ("LunarLander-v3", "Acrobot-v1") else []
+    logs = train(tmp_path, "--algo", algo, "--env", env_id, "-n", "1", "--eval-freq", "-1", *shorter)
+    name = env_id.replace("/", "-")  # rl-zoo3's folder name of a namespaced id
+    assert glob.glob(os.path.join(logs, algo, f"{name}_1", f"{name}.zip"))
 
 
 def test_trial_params_convert_to_valid_ncdpo_arguments():

@@ -90,3 +90,31 @@ class DictBoxEnv(BoxEnv):
 
     def _obs(self):
         return {key: space.sample() for key, space in self.observation_space.spaces.items()}
+
+
+class SectorEnv(gym.Env):
+    """
+    One-step discrete task that a policy can only solve by reading the observation: the observation is a point of
+    ``[-1, 1]^2`` and the reward is 1 for the action whose angular sector (``n_actions`` equal sectors) contains it, else
+    0. A policy that ignores the observation scores ``1 / n_actions``; the expected reward of a stochastic policy is
+    its probability of the right action.
+
+    :param n_actions: Number of actions (sectors)
+    """
+
+    def __init__(self, n_actions: int = 5) -> None:
+        self.observation_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.action_space = spaces.Discrete(n_actions)
+        self._obs = np.zeros(2, np.float32)
+
+    def target(self, obs: np.ndarray) -> int:
+        angle = (np.arctan2(obs[1], obs[0]) + np.pi) / (2 * np.pi)
+        return int(angle * self.action_space.n) % int(self.action_space.n)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._obs = self.np_random.uniform(-1, 1, 2).astype(np.float32)
+        return self._obs, {}
+
+    def step(self, action):
+        return self._obs, float(int(action) == self.target(self._obs)), True, False, {}

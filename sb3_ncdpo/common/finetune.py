@@ -9,7 +9,7 @@ from typing import TypeVar
 import numpy as np
 import torch as th
 from stable_baselines3.common.buffers import RolloutBuffer
-from stable_baselines3.common.distributions import DiagGaussianDistribution
+from stable_baselines3.common.distributions import Distribution, kl_divergence
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch.nn import functional as F
@@ -89,13 +89,15 @@ def frozen_copy(policy: PolicyT) -> PolicyT:
     return reference
 
 
-def conditional_kl(distribution: DiagGaussianDistribution, reference: DiagGaussianDistribution) -> th.Tensor:
+def conditional_kl(distribution: Distribution, reference: Distribution) -> th.Tensor:
     """
-    ``KL(pi_theta(.|s, xi) || pi_ref(.|s, xi))`` of the final Gaussian steps given the same stored noise, summed over
-    action dimensions: per sample, an upper bound of the KL between the marginal policies (joint convexity of the KL).
+    ``KL(pi_theta(.|s, xi) || pi_ref(.|s, xi))`` of the final steps given the same stored noise (Gaussians summed over
+    action dimensions, categoricals summed over sub-spaces): per sample, an upper bound of the KL between the marginal
+    policies (joint convexity of the KL).
 
     :param distribution: The current policy's final step
     :param reference: The reference policy's final step (no gradient)
     :return: Per-sample KL, shape ``(batch,)``
     """
-    return th.distributions.kl_divergence(distribution.distribution, reference.distribution).sum(dim=-1)
+    kl = kl_divergence(distribution, reference)
+    return kl.sum(dim=-1) if kl.ndim > 1 else kl

@@ -10,7 +10,11 @@ from typing import Any, TypeVar
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.distributions import DiagGaussianDistribution
+from stable_baselines3.common.distributions import (
+    CategoricalDistribution,
+    DiagGaussianDistribution,
+    MultiCategoricalDistribution,
+)
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.preprocessing import get_action_dim
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor, NatureCNN
@@ -32,6 +36,37 @@ DEFAULT_PREDICTION_TYPE = "sample"
 DEFAULT_DENOISER_SIZES = (128, 128)
 SelfDiffusionPolicy = TypeVar("SelfDiffusionPolicy", bound="DiffusionActorCriticPolicy")
 DEFAULT_MIN_STD = 1e-3
+#: Action spaces of a diffusion policy: a bounded Box (the chain denoises the action), Discrete and MultiDiscrete (the
+#: chain denoises a vector of logits, one block per sub-space; the final step is a categorical over them).
+SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete)
+FinalDistribution = DiagGaussianDistribution | CategoricalDistribution | MultiCategoricalDistribution
+
+
+def check_action_space(action_space: spaces.Space) -> None:
+    """
+    :param action_space: An action space
+    :raises ValueError: naming the space and the supported ones, if a diffusion policy cannot act in it
+    """
+    supported = "a Box with finite bounds, Discrete or MultiDiscrete"
+    if not isinstance(action_space, SUPPORTED_ACTION_SPACES):
+        raise ValueError(f"action_space must be {supported}, got {action_space}")
+    if isinstance(action_space, spaces.Box) and not (
+        np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))
+    ):
+        raise ValueError(f"action_space must be {supported} (Box bounds are mapped to [-1, 1]), got {action_space}")
+
+
+def chain_dim(action_space: spaces.Space) -> int:
+    """
+    :param action_space: A supported action space
+    :return: Size of the vector the denoising chain produces: the action size for a Box, the number of logits
+        (``n``, or ``sum(nvec)``) for Discrete and MultiDiscrete
+    """
+    if isinstance(action_space, spaces.Discrete):
+        return int(action_space.n)
+    if isinstance(action_space, spaces.MultiDiscrete):
+        return int(np.sum(action_space.nvec))
+    return get_action_dim(action_space)
 
 
 def check_std_settings(fixed_std: float | None, min_std: float) -> None:
@@ -56,7 +91,10 @@ def check_policy_kwargs(policy_kwargs: dict[str, Any]) -> None:
     """
     if policy_kwargs.get("use_sde", False):
         raise ValueError("use_sde=True is not supported: a diffusion policy explores through its denoising noise")
-    ChainConfig(**{f.name: policy_kwargs[f.name] for f in fields(ChainConfig) if f.name in policy_kwargs})
+    chain_kwargs = {f.name: policy_kwargs[f.name] for f in fields(ChainConfig) if f.name in policy_kwargs}
+    if chain_kwargs.get("x0_clip_final", False) is None:  # the policy's default: decided by the action space
+        del chain_kwargs["x0_clip_final"]
+    ChainConfig(**chain_kwargs)
     check_denoiser_sizes(
         policy_kwargs.get("denoiser_hidden_sizes", DEFAULT_DENOISER_SIZES), policy_kwargs.get("residual", False)
     )
@@ -153,9 +191,14 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
     ``N(mu_theta(x_1, 1, s), std^2)``. Methods that sample return or accept that noise so the algorithm can store it
     and replay it: :meth:`forward_with_noise`, :meth:`evaluate_actions`, :meth:`get_distribution`.
 
-    Actions live in the normalised space ``[-1, 1]^d`` (the predicted clean action is clipped to it by default) and
-    are mapped linearly to the ``Box`` bounds by ``predict`` (``unscale_action``). The value of an action stored in the
-    rollout buffer is the unclipped normalised sample.
+    Box actions live in the normalised space ``[-1, 1]^d`` (the predicted clean action is clipped to it by default)
+    and are mapped linearly to the ``Box`` bounds by ``predict`` (``unscale_action``). The value of an action stored
+    in the rollout buffer is the unclipped normalised sample.
+
+    Discrete and MultiDiscrete actions: the chain denoises a vector of logits (``n``, or ``sum(nvec)`` values, one
+    block per sub-space) and the last step is SB3's categorical (multi-categorical) distribution with the chain's
+    final mean as logits; the stored noise covers all K steps and the deterministic action is the argmax of the
+    zero-noise logits. ``log_std_init``, ``fixed_std`` and ``min_std`` do not apply there (no final Gaussian).
 
     ``net_arch``, ``activation_fn``, ``ortho_init``, the features extractor and the optimizer mean what they mean for
     SB3's ``ActorCriticPolicy`` (same defaults): ``net_arch["pi"]`` builds the observation encoder whose output
@@ -164,7 +207,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
     value head, not to the denoiser.
 
     :param observation_space: Observation space
-    :param action_space: Action space (a bounded ``Box``)
+    :param action_space: Action space: a bounded ``Box``, ``Discrete`` or ``MultiDiscrete``
     :param lr_schedule: Learning rate schedule (could be constant)
     :param net_arch: The specification of the conditioning (``pi``) and value (``vf``) networks
     :param activation_fn: Activation function of those networks
@@ -183,8 +226,11 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
     :param ddim_eta: DDIM stochasticity in [0, 1] (only with ``sampler="ddim"``)
     :param noise_schedule: ``"cosine"`` or ``"linear"``
     :param x0_clip: Clip of the predicted clean action at the steps ``k >= 2`` (``None``: no clip)
-    :param x0_clip_final: Also clip it at the final step, whose output is the action mean (default). Off, the mean
-        always receives gradient but can leave the action bounds (measured no better: see the README)
+    :param x0_clip_final: Also clip it at the final step, whose output is the action mean. Off, the mean always
+        receives gradient but can leave the action bounds (measured no better for Box actions: see the README).
+        ``None`` (default): on for a Box, off for discrete actions, whose final mean is the logits: clipped to
+        ``[-x0_clip, x0_clip]`` they would cap the probability of the best of ``n`` actions at
+        ``e^(2 x0_clip) / (e^(2 x0_clip) + n - 1)`` (0.65 for 5 actions at the default clip; measured in the README)
     :param noise_clip: Clip of the sampled normal draws (``None``: no clip)
     :param min_step_std: Floor of the std of the intermediate denoising steps
     :param prediction_type: What the denoiser predicts: ``"sample"`` (the clean action, default) or ``"epsilon"`` (the
@@ -223,7 +269,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         ddim_eta: float = _DEFAULTS.ddim_eta,
         noise_schedule: str = _DEFAULTS.noise_schedule,
         x0_clip: float | None = _DEFAULTS.x0_clip,
-        x0_clip_final: bool = _DEFAULTS.x0_clip_final,
+        x0_clip_final: bool | None = None,
         noise_clip: float | None = _DEFAULTS.noise_clip,
         min_step_std: float = _DEFAULTS.min_step_std,
         prediction_type: str = DEFAULT_PREDICTION_TYPE,
@@ -235,10 +281,9 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         min_std: float = DEFAULT_MIN_STD,
         n_finetuned_steps: int | None = None,
     ):
-        if not isinstance(action_space, spaces.Box):
-            raise ValueError(f"{type(self).__name__} supports only Box action spaces, got {action_space}")
-        if not np.all(np.isfinite(action_space.low)) or not np.all(np.isfinite(action_space.high)):
-            raise ValueError(f"the action space must have finite bounds (they are mapped to [-1, 1]), got {action_space}")
+        check_action_space(action_space)
+        if x0_clip_final is None:
+            x0_clip_final = isinstance(action_space, spaces.Box)
         check_policy_kwargs(
             dict(
                 use_sde=use_sde,
@@ -254,7 +299,9 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
             # SB3's default Adam settings, with PyTorch's fused kernel: the per-parameter loop of the default Adam cost
             # ~0.7 ms per minibatch here, a tenth of an NCDPO update on Hopper-v5 (benchmarks/speed.py).
             optimizer_kwargs = {"eps": 1e-5, "fused": True}
-        self._action_dim = get_action_dim(action_space)  # read on every rollout call: SB3 computes it with np.prod
+        # Read on every rollout call (SB3 computes action_dim with np.prod)
+        self._action_dim = get_action_dim(action_space)
+        self._chain_dim = chain_dim(action_space)
         self.chain = NoiseConditionedChain(
             ChainConfig(
                 n_denoising_steps=n_denoising_steps,
@@ -292,7 +339,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         )
         # The policy outputs actions in [-1, 1]; declaring them squashed makes SB3's predict() map them to the Box
         # bounds (unscale_action) instead of clipping them to the bounds.
-        self._squash_output = True
+        self._squash_output = isinstance(action_space, spaces.Box)
 
     @classmethod
     def load(cls: type[SelfDiffusionPolicy], path: str, device: th.device | str = "auto") -> SelfDiffusionPolicy:  # type: ignore[override]
@@ -314,13 +361,18 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
 
     @property
     def action_dim(self) -> int:
-        """Size of the (flattened) action vector that the chain denoises."""
+        """Size of the (flattened) action vector."""
         return self._action_dim
 
     @property
+    def chain_dim(self) -> int:
+        """Size of the vector the chain denoises: ``action_dim`` for a Box, the number of logits otherwise."""
+        return self._chain_dim
+
+    @property
     def noise_shape(self) -> tuple[int, int]:
-        """Shape of the stored noise of one transition: ``(n_denoising_steps, action_dim)``."""
-        return self.chain.noise_shape(self.action_dim)
+        """Shape of the stored noise of one transition: ``(n_denoising_steps, chain_dim)``."""
+        return self.chain.noise_shape(self.chain_dim)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -342,7 +394,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
     def _build(self, lr_schedule: Schedule) -> None:
         self._build_mlp_extractor()
         self.denoiser = DenoiserMLP(
-            self.action_dim,
+            self.chain_dim,
             self.mlp_extractor.latent_dim_pi,
             hidden_sizes=self.denoiser_hidden_sizes,
             activation_fn=self.denoiser_activation_fn,
@@ -356,10 +408,11 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         traceable = all(type(module) in TRACEABLE_MODULES for module in encoders)
         self.traced_forward = Traced(ActorCriticCall(self), mode_of=self) if traceable else None
         self.traced_recorded_chain = Traced(RecordedChainCall(self.denoiser, self.chain), mode_of=self)
-        self.action_dist = FinalGaussian(self.action_dim)
-        log_std = self.log_std_init if self.fixed_std is None else math.log(self.fixed_std)
-        # A fixed std stays a (frozen) parameter so that saved files have the same layout either way.
-        self.log_std = nn.Parameter(th.full((self.action_dim,), float(log_std)), requires_grad=self.fixed_std is None)
+        if isinstance(self.action_space, spaces.Box):
+            self.action_dist = FinalGaussian(self.action_dim)
+            log_std = self.log_std_init if self.fixed_std is None else math.log(self.fixed_std)
+            # A fixed std stays a (frozen) parameter so that saved files have the same layout either way.
+            self.log_std = nn.Parameter(th.full((self.action_dim,), float(log_std)), requires_grad=self.fixed_std is None)
         self.value_net = nn.Linear(self.mlp_extractor.latent_dim_vf, 1)
         if self.ortho_init:
             module_gains: dict[nn.Module, float] = {self.mlp_extractor: np.sqrt(2), self.value_net: 1}
@@ -372,7 +425,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         self.frozen_actor = self._make_frozen_actor()
 
     def final_std(self) -> th.Tensor:
-        """:return: The std of the final Gaussian step per action dimension, after the ``min_std`` floor."""
+        """:return: The std of the final Gaussian step per action dimension, after the ``min_std`` floor (Box only)."""
         return self._floored_log_std().exp()
 
     def _floored_log_std(self) -> th.Tensor:
@@ -383,7 +436,11 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         :param batch_size: Number of transitions
         :return: Fresh denoising noise of shape ``(batch_size, *noise_shape)`` on the policy's device
         """
-        return self.chain.sample_noise(batch_size, self.action_dim, device=self.device, dtype=self.log_std.dtype)
+        return self.chain.sample_noise(batch_size, self.chain_dim, device=self.device, dtype=self._noise_dtype)
+
+    @property
+    def _noise_dtype(self) -> th.dtype:
+        return self.denoiser.output.weight.dtype
 
     def _latents(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
         features = self.extract_features(obs)
@@ -402,13 +459,13 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         noises: th.Tensor,
         eps_grad_hook: Callable[[int, th.Tensor], None] | None = None,
         obs: PyTorchObs | None = None,
-    ) -> DiagGaussianDistribution:
+    ) -> FinalDistribution:
         """
         :param latent_pi: Conditioning features of the denoiser
         :param noises: Denoising noise, shape ``(batch, *noise_shape)``
         :param eps_grad_hook: See :meth:`NoiseConditionedChain.final_mean`
         :param obs: The observation (needed only with ``n_finetuned_steps``: the frozen steps encode it themselves)
-        :return: The final-step Gaussian, conditioned on the noise
+        :return: The final step conditioned on the noise: a Gaussian (Box) or a categorical over the logits
         """
         return self._final_distribution(self._final_mean(latent_pi, noises, eps_grad_hook, obs))
 
@@ -437,19 +494,20 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         latent_pi, latent_vf = self._latents(obs)
         return self._final_mean(latent_pi, noises, eps_grad_hook, obs), self.value_net(latent_vf)
 
-    def _final_distribution(self, mean: th.Tensor, validate_args: bool | None = None) -> DiagGaussianDistribution:
+    def _final_distribution(self, mean: th.Tensor, validate_args: bool | None = None) -> FinalDistribution:
         """
-        :param mean: The chain's final mean
-        :param validate_args: torch's argument checks (``None``: on)
-        :return: The final-step Gaussian ``N(mean, std^2)``
+        :param mean: The chain's final mean, shape ``(batch, chain_dim)``
+        :param validate_args: torch's argument checks of the Gaussian (``None``: on)
+        :return: ``N(mean, std^2)`` for a Box; the (multi-)categorical with ``mean`` as logits otherwise
         """
-        distribution: FinalGaussian = self.action_dist  # type: ignore[assignment]
-        return distribution.proba_distribution(mean, self._floored_log_std(), validate_args=validate_args)
+        if isinstance(self.action_dist, FinalGaussian):
+            return self.action_dist.proba_distribution(mean, self._floored_log_std(), validate_args=validate_args)
+        return self.action_dist.proba_distribution(action_logits=mean)  # type: ignore[return-value]
 
     def _noise_for(self, batch_size: int, deterministic: bool) -> th.Tensor:
         if deterministic:
             # The "mode" of a noise-conditioned policy: zero noise at every denoising step and the final mean.
-            return th.zeros((batch_size, *self.noise_shape), device=self.device, dtype=self.log_std.dtype)
+            return th.zeros((batch_size, *self.noise_shape), device=self.device, dtype=self._noise_dtype)
         return self.sample_noise(batch_size)
 
     def forward_with_noise(
@@ -459,8 +517,8 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         Forward pass in actor and critic that also returns the noise the actions were made with.
 
         :param obs: Observation
-        :param deterministic: Zero noise at every step and the mean of the final step
-        :return: action (normalised, unclipped), value, log probability of the action given the noise, noise
+        :param deterministic: Zero noise at every step and the mean (argmax for discrete actions) of the final step
+        :return: action (Box: normalised, unclipped), value, log probability of the action given the noise, noise
         """
         batch_size = (obs if isinstance(obs, th.Tensor) else next(iter(obs.values()))).shape[0]
         noises = self._noise_for(batch_size, deterministic)
@@ -492,12 +550,16 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         Evaluate actions given the noise that produced them, through the whole denoising chain (with gradients).
 
         :param obs: Observation
-        :param actions: Normalised actions
+        :param actions: Normalised actions (Box), or the actions as the rollout buffer stores them (floats, one
+            column per sub-space)
         :param noises: The stored noise of those actions, shape ``(batch, *noise_shape)``
         :param eps_grad_hook: See :meth:`NoiseConditionedChain.final_mean`
         :return: estimated value, log likelihood of the actions given the noise, entropy of the final step
         """
         values, distribution = self.evaluate_distribution(obs, noises, eps_grad_hook=eps_grad_hook)
+        if isinstance(self.action_space, spaces.Discrete):
+            # The buffer stores (batch, 1) floats; a categorical's log_prob needs (batch,) integers (PPO does the same).
+            actions = actions.long().flatten()
         return values, distribution.log_prob(actions), distribution.entropy()
 
     def evaluate_distribution(
@@ -505,7 +567,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         obs: PyTorchObs,
         noises: th.Tensor,
         eps_grad_hook: Callable[[int, th.Tensor], None] | None = None,
-    ) -> tuple[th.Tensor, DiagGaussianDistribution]:
+    ) -> tuple[th.Tensor, FinalDistribution]:
         """
         :meth:`evaluate_actions` before the log-likelihood: the value and the final-step distribution given the noise
         (for losses on the distribution itself, e.g. the KL to a reference policy of the BC regulariser).
@@ -513,16 +575,16 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         :param obs: Observation
         :param noises: Stored noise, shape ``(batch, *noise_shape)``
         :param eps_grad_hook: See :meth:`NoiseConditionedChain.final_mean`
-        :return: estimated value, final-step Gaussian given the noise
+        :return: estimated value, final-step distribution given the noise
         """
         mean, values = self._final_mean_and_values(obs, noises, eps_grad_hook)
         return values, self._final_distribution(mean)
 
-    def get_distribution(self, obs: PyTorchObs, noises: th.Tensor | None = None) -> DiagGaussianDistribution:  # type: ignore[override]
+    def get_distribution(self, obs: PyTorchObs, noises: th.Tensor | None = None) -> FinalDistribution:  # type: ignore[override]
         """
         :param obs: Observation
         :param noises: Denoising noise; fresh noise is drawn if ``None``
-        :return: The final-step Gaussian given the noise
+        :return: The final-step distribution given the noise
         """
         latent_pi = self._actor_latent(obs)
         if noises is None:
@@ -532,13 +594,14 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         """
         :param observation: Observation
-        :param deterministic: Zero noise at every step and the mean of the final step
-        :return: Normalised actions clipped to [-1, 1]
+        :param deterministic: Zero noise at every step and the mean (argmax for discrete actions) of the final step
+        :return: Normalised actions clipped to [-1, 1] (Box), or the discrete actions
         """
         latent_pi = self._actor_latent(observation)
         noises = self._noise_for(latent_pi.shape[0], deterministic)
         distribution = self._get_action_dist_from_latent(latent_pi, noises, obs=observation)
-        return distribution.get_actions(deterministic=deterministic).clamp(-1.0, 1.0)
+        actions = distribution.get_actions(deterministic=deterministic)
+        return actions.clamp(-1.0, 1.0) if isinstance(self.action_space, spaces.Box) else actions
 
     # --- Partial fine-tuning (the steps k > n_finetuned_steps run a frozen copy of the actor) ---
 

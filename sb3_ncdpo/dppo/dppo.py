@@ -17,7 +17,7 @@ from sb3_ncdpo.common.chain_buffers import ChainDictRolloutBuffer, ChainRolloutB
 from sb3_ncdpo.common.denoising_mdp import DenoisingMDP
 from sb3_ncdpo.common.diffusion import ChainConfig
 from sb3_ncdpo.common.finetune import check_finetune_args, frozen_copy, train_critic_only
-from sb3_ncdpo.common.policies import DiffusionActorCriticPolicy, check_policy_kwargs
+from sb3_ncdpo.common.policies import DiffusionActorCriticPolicy, check_action_space, check_policy_kwargs
 from sb3_ncdpo.dppo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 from sb3_ncdpo.pretrain.pretrained import init_from_pretrained, pretrained_policy_kwargs
 
@@ -217,6 +217,15 @@ class DPPO(OnPolicyAlgorithm):
                 init_from_pretrained(self, pretrained)
                 if bc_coef > 0:
                     self.reference_policy = frozen_copy(self.policy)
+
+    @staticmethod
+    def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
+        # Checked before anything else is built (SB3's own check is an assertion). DPPO's inner MDP is over Gaussian
+        # denoising steps, the final one included: discrete actions are NCDPO's only.
+        check_action_space(env.action_space)
+        if not isinstance(env.action_space, spaces.Box):
+            raise ValueError(f"DPPO supports only Box action spaces (use NCDPO for discrete ones), got {env.action_space}")
+        return OnPolicyAlgorithm._wrap_env(env, verbose, monitor_wrapper)
 
     @staticmethod
     def _trained_steps(policy_kwargs: dict[str, Any]) -> int:

@@ -7,7 +7,7 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.distributions import DiagGaussianDistribution
+from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
@@ -17,7 +17,12 @@ from torch.nn import functional as F
 
 from sb3_ncdpo.common.buffers import NoiseDictRolloutBuffer, NoiseRolloutBuffer
 from sb3_ncdpo.common.finetune import check_finetune_args, conditional_kl, frozen_copy, train_critic_only
-from sb3_ncdpo.common.policies import DiffusionActorCriticPolicy, check_policy_kwargs
+from sb3_ncdpo.common.policies import (
+    SUPPORTED_ACTION_SPACES,
+    DiffusionActorCriticPolicy,
+    check_action_space,
+    check_policy_kwargs,
+)
 from sb3_ncdpo.ncdpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 from sb3_ncdpo.pretrain.pretrained import init_from_pretrained, pretrained_policy_kwargs
 
@@ -38,7 +43,8 @@ class NCDPO(OnPolicyAlgorithm):
     so PPO's clipped ratio back-propagates through all K steps. The critic is ``V(s)``.
 
     The constructor takes PPO's arguments with PPO's meaning (gSDE excepted); the diffusion settings are policy
-    keyword arguments (see :class:`~sb3_ncdpo.common.policies.DiffusionActorCriticPolicy`).
+    keyword arguments (see :class:`~sb3_ncdpo.common.policies.DiffusionActorCriticPolicy`). Action spaces: a bounded
+    ``Box``, ``Discrete`` or ``MultiDiscrete`` (the chain then denoises logits and the last step is categorical).
 
     :param policy: The policy model to use (MlpDiffusionPolicy, CnnDiffusionPolicy, MultiInputDiffusionPolicy, or
         their aliases MlpPolicy, CnnPolicy, MultiInputPolicy)
@@ -54,7 +60,8 @@ class NCDPO(OnPolicyAlgorithm):
     :param clip_range_vf: Clipping parameter for the value function, it can be a function of the current progress
         remaining (from 1 to 0). If None (default), no clipping will be done on the value function.
     :param normalize_advantage: Whether to normalize or not the advantage
-    :param ent_coef: Entropy coefficient for the loss calculation (the entropy is that of the final Gaussian step)
+    :param ent_coef: Entropy coefficient for the loss calculation (the entropy is that of the final step given the
+        noise: the Gaussian's, or the categorical's for discrete actions)
     :param vf_coef: Value function coefficient for the loss calculation
     :param max_grad_norm: The maximum value for the gradient clipping
     :param rollout_buffer_class: Rollout buffer class to use. If ``None``, it will be automatically selected
@@ -158,7 +165,7 @@ class NCDPO(OnPolicyAlgorithm):
             device=device,
             seed=seed,
             _init_setup_model=False,
-            supported_action_spaces=(spaces.Box,),
+            supported_action_spaces=SUPPORTED_ACTION_SPACES,
         )
 
         if self.env is not None:
@@ -180,6 +187,13 @@ class NCDPO(OnPolicyAlgorithm):
                 init_from_pretrained(self, pretrained)
                 if bc_coef > 0:
                     self.reference_policy = frozen_copy(self.policy)
+
+    @staticmethod
+    def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
+        # SB3 calls this right after making the env (and from set_env): the action space is checked before anything
+        # else is built, with a ValueError that names the supported spaces (SB3's own check is an assertion).
+        check_action_space(env.action_space)
+        return OnPolicyAlgorithm._wrap_env(env, verbose, monitor_wrapper)
 
     def _check_batch_size(self, batch_size: int, normalize_advantage: bool) -> None:
         assert self.env is not None
@@ -266,8 +280,10 @@ class NCDPO(OnPolicyAlgorithm):
                 actions_tensor, values, log_probs, noises = self.policy.forward_with_noise(obs_tensor)
             actions = actions_tensor.cpu().numpy()
 
-            # The policy acts in [-1, 1]: clip the Gaussian sample, then map it to the Box bounds
-            clipped_actions = self.policy.unscale_action(np.clip(actions, -1.0, 1.0))
+            clipped_actions = actions
+            if isinstance(self.action_space, spaces.Box):
+                # The policy acts in [-1, 1]: clip the Gaussian sample, then map it to the Box bounds
+                clipped_actions = self.policy.unscale_action(np.clip(actions, -1.0, 1.0))
 
             new_obs, rewards, dones, infos = env.step(clipped_actions)
 
@@ -360,7 +376,11 @@ class NCDPO(OnPolicyAlgorithm):
                     rollout_data.noises,
                     eps_grad_hook=record_step_grad if minibatch == 0 else None,
                 )
-                log_prob, entropy = distribution.log_prob(rollout_data.actions), distribution.entropy()
+                actions = rollout_data.actions
+                if isinstance(self.action_space, spaces.Discrete):
+                    # The buffer stores (batch, 1) floats; a categorical's log_prob needs (batch,) integers (as PPO).
+                    actions = actions.long().flatten()
+                log_prob, entropy = distribution.log_prob(actions), distribution.entropy()
                 values = values.flatten()
                 # Normalize advantage
                 advantages = rollout_data.advantages
@@ -443,8 +463,22 @@ class NCDPO(OnPolicyAlgorithm):
         self.logger.record("train/clip_fraction", np.mean(clip_fractions))
         self.logger.record("train/loss", loss.item())
         self.logger.record("train/explained_variance", explained_var)
-        self.logger.record("train/std", self.policy.final_std().mean().item())
         self._record_bc(bc_losses)
+        self._record_chain_logs(grad_norms, step_grads)
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/clip_range", clip_range)
+        if self.clip_range_vf is not None:
+            self.logger.record("train/clip_range_vf", clip_range_vf)
+
+    def _record_chain_logs(self, grad_norms: list[float], step_grads: dict[int, th.Tensor]) -> None:
+        """
+        Log what PPO does not have: the final std, the gradient norm, and how much gradient reaches the first step.
+
+        :param grad_norms: Gradient norms of the iteration's minibatches (before clipping)
+        :param step_grads: Squared norms of the loss gradient w.r.t. the prediction at the steps ``K`` and ``1``
+        """
+        if isinstance(self.action_space, spaces.Box):
+            self.logger.record("train/std", self.policy.final_std().mean().item())
         if grad_norms:
             self.logger.record("train/grad_norm", np.mean(grad_norms))
             # Gradient that reaches the first denoising step (k = K) relative to the last one (k = 1): a value near
@@ -452,11 +486,6 @@ class NCDPO(OnPolicyAlgorithm):
             first, last = math.sqrt(step_grads[self.policy.chain.n_steps].item()), math.sqrt(step_grads[1].item())
             self.logger.record("train/eps_grad_norm_first_step", first)
             self.logger.record("train/eps_grad_ratio_first_last", first / last if last > 0 else float("nan"))
-
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/clip_range", clip_range)
-        if self.clip_range_vf is not None:
-            self.logger.record("train/clip_range_vf", clip_range_vf)
 
     def _critic_warmup_step(self) -> bool:
         """:return: Whether this iteration was a critic warm-up iteration (the critic trained, the actor frozen)"""
@@ -467,9 +496,9 @@ class NCDPO(OnPolicyAlgorithm):
         train_critic_only(self.policy, self.rollout_buffer, self.n_epochs, self.batch_size, self.max_grad_norm, self.logger)
         return True
 
-    def _bc_regulariser(self, distribution: DiagGaussianDistribution, rollout_data: Any, bc_losses: list[float]) -> th.Tensor:
+    def _bc_regulariser(self, distribution: Distribution, rollout_data: Any, bc_losses: list[float]) -> th.Tensor:
         """
-        :return: ``bc_coef`` times the mean KL between the final-step Gaussians of the policy and of the reference
+        :return: ``bc_coef`` times the mean KL between the final steps of the policy and of the reference
             policy given the stored noise (0 when ``bc_coef`` is 0); the KL is appended to ``bc_losses``
         """
         if self.bc_coef == 0:
