@@ -299,3 +299,32 @@ def test_compare_fine_tunes_from_a_template_and_evaluates_step_zero(pendulum_pre
         )
     with pytest.raises(SystemExit):  # PPO has no fine-tuning entry for Pendulum
         parse_args(["--env", "Pendulum-v1", "--algos", "ppo", "--timesteps", "10", "--out", "x", "--pretrained", template])
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample"])
+def test_denoising_loss_is_zero_for_the_exact_prediction(prediction_type):
+    """x_k = sqrt(abar_k) a + sqrt(1 - abar_k) eps at the sampled k, and the target is eps or a: an oracle that inverts
+    that relation has zero loss; predicting the other quantity does not."""
+    from sb3_ncdpo.common.policies import DiffusionActorCriticPolicy
+    from sb3_ncdpo.pretrain.bc import denoising_loss
+
+    policy = DiffusionActorCriticPolicy(
+        spaces.Box(-np.inf, np.inf, (3,)),
+        spaces.Box(-1.0, 1.0, (2,)),
+        lambda _: 1e-3,
+        n_denoising_steps=7,
+        prediction_type=prediction_type,
+        net_arch=dict(pi=[], vf=[8]),
+    )
+    actions, obs = th.rand(256, 2) * 2 - 1, th.randn(256, 3)
+    alpha_bars = policy.chain.alpha_bars
+
+    def oracle(noisy: th.Tensor, steps: th.Tensor, condition: th.Tensor) -> th.Tensor:
+        alpha_bar = alpha_bars.to(noisy)[steps - 1].unsqueeze(-1)
+        noise = (noisy - alpha_bar.sqrt() * actions) / (1 - alpha_bar).sqrt()
+        return noise if prediction_type == "epsilon" else actions
+
+    policy.denoiser.forward = oracle  # type: ignore[method-assign]
+    assert denoising_loss(policy, obs, actions).item() < 1e-8
+    policy.denoiser.forward = lambda noisy, steps, condition: noisy  # type: ignore[method-assign]
+    assert denoising_loss(policy, obs, actions).item() > 0.1
