@@ -235,8 +235,9 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("MINARI_DATASETS_PATH", str(args.work / "minari"))
     args.out.mkdir(parents=True, exist_ok=True)
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "stages"}
-    (args.out / "settings.json").write_text(json.dumps(settings, indent=1))
+    if set(args.stages) - {"report"}:  # a report alone leaves the recorded settings of the runs as they are
+        settings = {k: _relative(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("stages", "env")}
+        (args.out / "settings.json").write_text(json.dumps(settings, indent=1))
     for env_id in args.env:
         if "experts" in args.stages:
             expert_stage(env_id, args.work, args.expert_timesteps, args.checkpoint_freq, args.n_eval_episodes)

@@ -97,6 +97,25 @@ def check_multiagent_enjoy(zoo_args: list[str]) -> None:
         )
 
 
+def _check_takes_pretrained(zoo_args: list[str]) -> None:
+    """:raises SystemExit: if the ``--algo`` of ``zoo_args`` has no ``pretrained`` argument"""
+    import inspect
+
+    import rl_zoo3
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--algo", default="ppo")
+    algo = parser.parse_known_args(zoo_args)[0].algo
+    algorithm = rl_zoo3.ALGOS.get(algo)
+    if algorithm is None or "pretrained" not in inspect.signature(algorithm).parameters:
+        takes = sorted(name for name, cls in rl_zoo3.ALGOS.items() if "pretrained" in inspect.signature(cls).parameters)
+        sys.exit(
+            f"--pretrained needs an algorithm with a `pretrained` argument ({takes}), got --algo {algo}; to start SB3's "
+            "PPO from a Gaussian BC policy use sb3_ncdpo.compare.make_model(..., pretrained=) or `sb3-ncdpo compare "
+            "--pretrained`"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     """
     :param argv: Arguments after the program name (``sys.argv[1:]`` by default)
@@ -126,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
         check_multiagent_enjoy(zoo_args)
     if command == "train":
         zoo_args, pretrained = pretrained_args(zoo_args)
+        if pretrained is not None:
+            _check_takes_pretrained(zoo_args)
         config = default_config(zoo_args, finetune=pretrained is not None)
         if config is not None:
             zoo_args = [*zoo_args, "--conf-file", config]
