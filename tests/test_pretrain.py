@@ -193,7 +193,9 @@ def test_pretrained_weights_and_normalisation_load(pendulum_pretrained):
     mean_before = normalizer.obs_rms.mean.copy()
     np.testing.assert_array_equal(mean_before, pretrained.vec_normalize.obs_rms.mean)
 
-    fresh = NCDPO("MlpDiffusionPolicy", "Pendulum-v1", policy_kwargs=SMALL, device="cpu", seed=0)
+    # The same loss as the pre-trained policy's (its prediction type: BC's default, epsilon)
+    fresh_kwargs = dict(SMALL, prediction_type=pretrained.policy.chain.config.prediction_type)
+    fresh = NCDPO("MlpDiffusionPolicy", "Pendulum-v1", policy_kwargs=fresh_kwargs, device="cpu", seed=0)
     loss = bc_loss(model.policy, transitions, normalizer)
     assert loss == pytest.approx(bc_loss(pretrained.policy, transitions, pretrained.vec_normalize), rel=1e-6)
     assert loss < 0.5 * bc_loss(fresh.policy, transitions, pretrained.vec_normalize)
