@@ -129,9 +129,14 @@ def demos_stage(env_id: str, work: Path, ratio: float, n_episodes: int) -> None:
 
 
 #: Policy keyword arguments of behaviour cloning. The diffusion policy conditions its denoiser on the normalised
-#: observation directly (``pi=[]``, as DPPO does) with K=10 DDPM; its critic and activation are PPO's; the Gaussian
-#: policy has exactly the architecture of PPO's packaged entry for the env (its fine-tuning starts from it).
-DIFFUSION_KWARGS = "dict(net_arch=dict(pi=[], vf=[256, 256]), activation_fn=nn.ReLU, ortho_init=False)"
+#: observation directly (``pi=[]``, as DPPO does) with K=10 DDPM, epsilon-prediction and a 256-256 denoiser (stated,
+#: not left to the defaults: the Hopper folder was made when they were the policy's defaults); its critic and
+#: activation are PPO's; the Gaussian policy has exactly the architecture of PPO's packaged entry for the env (its
+#: fine-tuning starts from it).
+DIFFUSION_KWARGS = (
+    "dict(net_arch=dict(pi=[], vf=[256, 256]), activation_fn=nn.ReLU, ortho_init=False, prediction_type='epsilon', "
+    "denoiser_hidden_sizes=[256, 256])"
+)
 
 
 def pretrain_stage(env_id: str, work: Path, bc_steps: int) -> None:

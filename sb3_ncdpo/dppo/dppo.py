@@ -16,10 +16,11 @@ from torch.nn import functional as F
 from sb3_ncdpo.common.chain_buffers import ChainDictRolloutBuffer, ChainRolloutBuffer
 from sb3_ncdpo.common.denoising_mdp import DenoisingMDP
 from sb3_ncdpo.common.diffusion import ChainConfig
-from sb3_ncdpo.common.finetune import check_finetune_args, frozen_copy, train_critic_only
+from sb3_ncdpo.common.finetunable import FinetunableAlgorithm
+from sb3_ncdpo.common.finetune import check_finetune_args
 from sb3_ncdpo.common.policies import DiffusionActorCriticPolicy, check_action_space, check_policy_kwargs
 from sb3_ncdpo.dppo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
-from sb3_ncdpo.pretrain.pretrained import init_from_pretrained, pretrained_policy_kwargs
+from sb3_ncdpo.pretrain.pretrained import pretrained_policy_kwargs
 
 SelfDPPO = TypeVar("SelfDPPO", bound="DPPO")
 
@@ -29,7 +30,7 @@ SelfDPPO = TypeVar("SelfDPPO", bound="DPPO")
 DEFAULT_POLICY_KWARGS: dict[str, Any] = {"min_step_std": 0.1, "fixed_std": 0.1, "noise_clip": 3.0}
 
 
-class DPPO(OnPolicyAlgorithm):
+class DPPO(FinetunableAlgorithm):
     """
     Diffusion Policy Policy Optimization (DPPO): PPO on the denoising MDP of a diffusion policy.
 
@@ -110,7 +111,6 @@ class DPPO(OnPolicyAlgorithm):
         "MultiInputPolicy": MultiInputPolicy,
     }
     policy: DiffusionActorCriticPolicy
-    reference_policy: DiffusionActorCriticPolicy
     rollout_buffer: ChainRolloutBuffer | ChainDictRolloutBuffer  # type: ignore[assignment]
 
     def __init__(
@@ -213,10 +213,7 @@ class DPPO(OnPolicyAlgorithm):
 
         if _init_setup_model:
             self._setup_model()
-            if pretrained is not None:
-                init_from_pretrained(self, pretrained)
-                if bc_coef > 0:
-                    self.reference_policy = frozen_copy(self.policy)
+            self._load_pretrained()
 
     @staticmethod
     def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
@@ -256,10 +253,7 @@ class DPPO(OnPolicyAlgorithm):
             self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
         )
         self.policy = self.policy.to(self.device)
-        if self.bc_coef > 0:
-            # The BC regulariser's reference: the initial policy (replaced by the pre-trained one in __init__, restored
-            # from the saved file by load()).
-            self.reference_policy = frozen_copy(self.policy)
+        self._set_up_reference_policy()
 
         if self.rollout_buffer_class is None:
             is_dict = isinstance(self.observation_space, spaces.Dict)
@@ -516,15 +510,6 @@ class DPPO(OnPolicyAlgorithm):
         if self.clip_range_vf is not None:
             self.logger.record("train/clip_range_vf", clip_range_vf)
 
-    def _critic_warmup_step(self) -> bool:
-        """:return: Whether this iteration was a critic warm-up iteration (the critic trained, the actor frozen)"""
-        self._n_iterations_trained += 1
-        if self._n_iterations_trained > self.critic_warmup_iters:
-            return False
-        self._update_learning_rate(self.policy.optimizer)
-        train_critic_only(self.policy, self.rollout_buffer, self.n_epochs, self.batch_size, self.max_grad_norm, self.logger)
-        return True
-
     def _bc_kl(self, rollout_data: Any, means: th.Tensor, stds: th.Tensor) -> th.Tensor:
         """
         :return: The mean over the minibatch's pairs of ``KL(pi_theta(x_{k-1}|s, x_k) || pi_ref(x_{k-1}|s, x_k))``,
@@ -540,13 +525,6 @@ class DPPO(OnPolicyAlgorithm):
             th.distributions.Normal(reference_means, reference_stds.clamp(min=floor)),
         )
         return self.denoising_mdp.reduce(kl).mean()
-
-    def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "reference_policy"]
-
-    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
-        state_dicts, tensors = super()._get_torch_save_params()
-        return ([*state_dicts, "reference_policy"] if self.bc_coef > 0 else state_dicts), tensors
 
     def learn(
         self: SelfDPPO,

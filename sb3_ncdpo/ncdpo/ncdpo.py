@@ -16,7 +16,8 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
 from sb3_ncdpo.common.buffers import NoiseDictRolloutBuffer, NoiseRolloutBuffer
-from sb3_ncdpo.common.finetune import check_finetune_args, conditional_kl, frozen_copy, train_critic_only
+from sb3_ncdpo.common.finetunable import FinetunableAlgorithm
+from sb3_ncdpo.common.finetune import check_finetune_args, conditional_kl
 from sb3_ncdpo.common.policies import (
     SUPPORTED_ACTION_SPACES,
     DiffusionActorCriticPolicy,
@@ -24,12 +25,12 @@ from sb3_ncdpo.common.policies import (
     check_policy_kwargs,
 )
 from sb3_ncdpo.ncdpo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
-from sb3_ncdpo.pretrain.pretrained import init_from_pretrained, pretrained_policy_kwargs
+from sb3_ncdpo.pretrain.pretrained import pretrained_policy_kwargs
 
 SelfNCDPO = TypeVar("SelfNCDPO", bound="NCDPO")
 
 
-class NCDPO(OnPolicyAlgorithm):
+class NCDPO(FinetunableAlgorithm):
     """
     Noise-Conditioned Diffusion Policy Optimisation (NCDPO): PPO for diffusion policies, with back-propagation
     through every denoising step.
@@ -95,7 +96,6 @@ class NCDPO(OnPolicyAlgorithm):
         "MultiInputPolicy": MultiInputPolicy,
     }
     policy: DiffusionActorCriticPolicy
-    reference_policy: DiffusionActorCriticPolicy
     rollout_buffer: NoiseRolloutBuffer | NoiseDictRolloutBuffer  # type: ignore[assignment]
 
     def __init__(
@@ -183,10 +183,7 @@ class NCDPO(OnPolicyAlgorithm):
 
         if _init_setup_model:
             self._setup_model()
-            if pretrained is not None:
-                init_from_pretrained(self, pretrained)
-                if bc_coef > 0:
-                    self.reference_policy = frozen_copy(self.policy)
+            self._load_pretrained()
 
     @staticmethod
     def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
@@ -219,10 +216,7 @@ class NCDPO(OnPolicyAlgorithm):
             self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
         )
         self.policy = self.policy.to(self.device)
-        if self.bc_coef > 0:
-            # The BC regulariser's reference: the initial policy (replaced by the pre-trained one in __init__, restored
-            # from the saved file by load()).
-            self.reference_policy = frozen_copy(self.policy)
+        self._set_up_reference_policy()
 
         if self.rollout_buffer_class is None:
             is_dict = isinstance(self.observation_space, spaces.Dict)
@@ -487,15 +481,6 @@ class NCDPO(OnPolicyAlgorithm):
             self.logger.record("train/eps_grad_norm_first_step", first)
             self.logger.record("train/eps_grad_ratio_first_last", first / last if last > 0 else float("nan"))
 
-    def _critic_warmup_step(self) -> bool:
-        """:return: Whether this iteration was a critic warm-up iteration (the critic trained, the actor frozen)"""
-        self._n_iterations_trained += 1
-        if self._n_iterations_trained > self.critic_warmup_iters:
-            return False
-        self._update_learning_rate(self.policy.optimizer)
-        train_critic_only(self.policy, self.rollout_buffer, self.n_epochs, self.batch_size, self.max_grad_norm, self.logger)
-        return True
-
     def _bc_regulariser(self, distribution: Distribution, rollout_data: Any, bc_losses: list[float]) -> th.Tensor:
         """
         :return: ``bc_coef`` times the mean KL between the final steps of the policy and of the reference
@@ -512,13 +497,6 @@ class NCDPO(OnPolicyAlgorithm):
     def _record_bc(self, bc_losses: list[float]) -> None:
         if bc_losses:
             self.logger.record("train/bc_kl", np.mean(bc_losses))
-
-    def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "reference_policy"]
-
-    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
-        state_dicts, tensors = super()._get_torch_save_params()
-        return ([*state_dicts, "reference_policy"] if self.bc_coef > 0 else state_dicts), tensors
 
     def learn(
         self: SelfNCDPO,
