@@ -112,6 +112,10 @@ def test_unknown_command():
         main(["fit"])
 
 
+#: Entries whose full rollout (16 or 32 envs x 1024 or 2048 steps) would take most of a minute
+SLOW_ROLLOUTS = ("LunarLander-v3", "Acrobot-v1", "LunarLanderContinuous-v3", "BipedalWalker-v3")
+
+
 def _entries(algo: str) -> list[str]:
     with open(hyperparams_file(algo)) as file:
         return list(yaml.safe_load(file))
@@ -120,8 +124,8 @@ def _entries(algo: str) -> list[str]:
 @pytest.mark.parametrize("algo, env_id", [(a, e) for a in ("ncdpo", "ppo") for e in _entries(a)])
 def test_every_yaml_entry_builds_and_trains(tmp_path, algo, env_id):
     """One rollout and one update with each packaged entry as written: no typo can hide in the YAML files."""
-    # Shorter rollouts where a full one (16 envs x 1024 steps) would take most of a minute; all else as written.
-    shorter = ["-params", "n_steps:64"] if env_id in ("LunarLander-v3", "Acrobot-v1") else []
+    # Shorter rollouts where a full one would take most of a minute; all else as written.
+    shorter = ["-params", "n_steps:64"] if env_id in SLOW_ROLLOUTS else []
     logs = train(tmp_path, "--algo", algo, "--env", env_id, "-n", "1", "--eval-freq", "-1", *shorter)
     name = env_id.replace("/", "-")  # rl-zoo3's folder name of a namespaced id
     assert glob.glob(os.path.join(logs, algo, f"{name}_1", f"{name}.zip"))
