@@ -53,11 +53,10 @@ def test_learn_updates_the_denoiser(policy_kwargs):
     assert np.isfinite(model.logger.name_to_value["train/loss"])
 
 
-@pytest.mark.parametrize("policy_kwargs", CHAINS)
-def test_stored_noise_reproduces_old_log_prob(policy_kwargs):
-    model = collected(NCDPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, policy_kwargs=policy_kwargs, seed=1))
+def assert_stored_noise_replays(model: NCDPO, policy_kwargs: dict) -> None:
+    """The stored noise reproduces the rollout's log-probs and values; fresh noise does not."""
     log_prob, old_log_prob, values, old_values = replay(model)
-    # Rollout (batch n_envs) and replay (batch 64) round float32 differently; without the x0 clip the first step
+    # Rollout (batch n_envs) and replay (whole buffer) round float32 differently; without the x0 clip the first step
     # amplifies that by 1 / sqrt(alpha_bar_K) ~ 30 (measured 2e-5).
     tolerance = 1e-4 if policy_kwargs.get("x0_clip", 1.0) is None else 1e-5
     assert (log_prob - old_log_prob).abs().max().item() < tolerance
@@ -65,6 +64,12 @@ def test_stored_noise_reproduces_old_log_prob(policy_kwargs):
     # With fresh noise the conditional log-probability is a different number: the ratio needs the stored noise.
     fresh_log_prob, *_ = replay(model, lambda noises: th.randn_like(noises))
     assert (fresh_log_prob - old_log_prob).abs().max().item() > 1e-2
+
+
+@pytest.mark.parametrize("policy_kwargs", CHAINS)
+def test_stored_noise_reproduces_old_log_prob(policy_kwargs):
+    model = collected(NCDPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, policy_kwargs=policy_kwargs, seed=1))
+    assert_stored_noise_replays(model, policy_kwargs)
 
 
 def test_stored_noise_reproduces_old_log_prob_with_dict_observations():

@@ -27,7 +27,7 @@ class FinetunableAlgorithm(OnPolicyAlgorithm):
     bc_coef: float
     n_epochs: int
     batch_size: int
-    _n_iterations_trained: int = 0
+    _n_iterations_trained: int
 
     def _set_up_reference_policy(self) -> None:
         # The BC regulariser's reference: the initial policy, replaced by the pre-trained one in _load_pretrained and

@@ -557,10 +557,18 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         :return: estimated value, log likelihood of the actions given the noise, entropy of the final step
         """
         values, distribution = self.evaluate_distribution(obs, noises, eps_grad_hook=eps_grad_hook)
+        return values, self.final_log_prob(distribution, actions), distribution.entropy()
+
+    def final_log_prob(self, distribution: FinalDistribution, actions: th.Tensor) -> th.Tensor:
+        """
+        :param distribution: The final step, from :meth:`evaluate_distribution`
+        :param actions: Actions as the rollout buffer stores them (normalised for a Box; floats for discrete spaces)
+        :return: Their log-likelihood under ``distribution``
+        """
         if isinstance(self.action_space, spaces.Discrete):
             # The buffer stores (batch, 1) floats; a categorical's log_prob needs (batch,) integers (PPO does the same).
             actions = actions.long().flatten()
-        return values, distribution.log_prob(actions), distribution.entropy()
+        return distribution.log_prob(actions)
 
     def evaluate_distribution(
         self,

@@ -5,10 +5,9 @@ operations, bit-identical results, less per-operation overhead at small batches)
 """
 
 import torch as th
-from torch import nn
 
-from sb3_ncdpo.common.denoiser import DenoiserMLP
 from sb3_ncdpo.common.diffusion import EpsModel, NoiseConditionedChain
+from sb3_ncdpo.common.traced import ChainCall
 
 
 def record_chain(chain: NoiseConditionedChain, eps_model: EpsModel, noise: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
@@ -35,14 +34,9 @@ def record_chain(chain: NoiseConditionedChain, eps_model: EpsModel, noise: th.Te
     return th.stack(inputs, dim=1), th.stack(means, dim=1)
 
 
-class RecordedChainCall(nn.Module):
+class RecordedChainCall(ChainCall):
     """``(latent_pi, noise) -> (inputs, means)`` of :func:`record_chain` (the eager code, as a module to trace)."""
 
-    def __init__(self, denoiser: DenoiserMLP, chain: NoiseConditionedChain) -> None:
-        super().__init__()
-        self.denoiser = denoiser
-        self.chain = chain
-
-    def forward(self, latent_pi: th.Tensor, noise: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+    def forward(self, latent_pi: th.Tensor, noise: th.Tensor) -> tuple[th.Tensor, th.Tensor]:  # type: ignore[override]
         cond = self.denoiser.project_condition(latent_pi)
         return record_chain(self.chain, self.denoiser.step_predictor(cond, self.chain.n_steps), noise)

@@ -370,11 +370,8 @@ class NCDPO(FinetunableAlgorithm):
                     rollout_data.noises,
                     eps_grad_hook=record_step_grad if minibatch == 0 else None,
                 )
-                actions = rollout_data.actions
-                if isinstance(self.action_space, spaces.Discrete):
-                    # The buffer stores (batch, 1) floats; a categorical's log_prob needs (batch,) integers (as PPO).
-                    actions = actions.long().flatten()
-                log_prob, entropy = distribution.log_prob(actions), distribution.entropy()
+                log_prob = self.policy.final_log_prob(distribution, rollout_data.actions)
+                entropy = distribution.entropy()
                 values = values.flatten()
                 # Normalize advantage
                 advantages = rollout_data.advantages
