@@ -21,15 +21,22 @@ TASKS = {
     "simple_spread_v3": "mpe2.simple_spread_v3:parallel_env",
     "simple_reference_v3": "mpe2.simple_reference_v3:parallel_env",
 }
+#: Google Research Football academy scenarios registered here (:mod:`sb3_ncdpo.football`, needs ``gfootball``):
+#: scenario -> controlled left-team players (the agents).
+FOOTBALL_TASKS = {
+    "academy_3_vs_1_with_keeper": 3,
+    "academy_counterattack_easy": 4,
+}
 
 
-def register_parallel_env(name: str, parallel_env: str) -> tuple[str, str]:
+def register_parallel_env(name: str, parallel_env: str, env_kwargs: dict | None = None) -> tuple[str, str]:
     """
     Register a PettingZoo parallel env under two gym ids: ``sb3_ncdpo/<name>`` (each agent observes its own
     observation) and ``sb3_ncdpo/<name>-state`` (observations ``{"obs", "state"}`` for a centralised critic).
 
     :param name: Task name (the id's name part)
     :param parallel_env: ``"module:function"`` making the parallel env (keyword arguments: the env's, ``render_mode``)
+    :param env_kwargs: Keyword arguments of the env fixed by the ids (``gym.make`` ones are added to them)
     :return: The two ids
     """
     ids = (f"{NAMESPACE}/{name}", f"{NAMESPACE}/{name}{STATE_SUFFIX}")
@@ -38,16 +45,18 @@ def register_parallel_env(name: str, parallel_env: str) -> tuple[str, str]:
             gym.register(
                 env_id,
                 entry_point=PLACEHOLDER,
-                kwargs={"parallel_env": parallel_env, "global_state": global_state},
+                kwargs={"parallel_env": parallel_env, "global_state": global_state, **(env_kwargs or {})},
                 disable_env_checker=True,
             )
     return ids
 
 
 def register_tasks() -> None:
-    """Register every task of :data:`TASKS` (idempotent)."""
+    """Register every task of :data:`TASKS` and :data:`FOOTBALL_TASKS` (idempotent)."""
     for name, parallel_env in TASKS.items():
         register_parallel_env(name, parallel_env)
+    for scenario, n_players in FOOTBALL_TASKS.items():
+        register_parallel_env(scenario, "sb3_ncdpo.football:parallel_env", dict(scenario=scenario, n_players=n_players))
 
 
 def is_multiagent(env_id: str) -> bool:
