@@ -434,6 +434,8 @@ def summary_table(rows: list[dict[str, Any]], metric: str = "iqm") -> str:
         }
         points = {a: interval(np.array([r["eval_return_mean"] for r in runs]), metric) for a, runs in by_algo.items()}
         fps = {a: statistics.median(r["fps"] for r in runs) for a, runs in by_algo.items()}
+        # Returns of order one (GRF's, per agent) need two decimals to be told apart.
+        digits = 1 if max(abs(v) for values in points.values() for v in values) >= 10 else 2
         for algo, runs in by_algo.items():
             point, low, high = points[algo]
             ratio, fps_ratio = "n/a", "n/a"
@@ -445,7 +447,8 @@ def summary_table(rows: list[dict[str, Any]], metric: str = "iqm") -> str:
             timesteps = "/".join(str(t) for t in sorted({r["timesteps"] for r in runs}))
             memory = statistics.median(r["peak_rss_mb"] for r in runs)
             lines.append(
-                f"| {env_id} | {algo} | {len(runs)} | {timesteps} | {point:.1f} [{low:.1f}, {high:.1f}] | {ratio} "
+                f"| {env_id} | {algo} | {len(runs)} | {timesteps} | {point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}] "
+                f"| {ratio} "
                 f"| {fps[algo]:.0f} | {fps_ratio} | {memory:.0f} |"
             )
     return "\n".join(lines)

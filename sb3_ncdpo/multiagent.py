@@ -124,7 +124,7 @@ class _SeededVecEnv(VecEnvWrapper):
     """
     SuperSuit's SB3 adapter with SB3's seeding contract: ``seed(s)`` then ``reset()`` resets copy ``i`` of the env with
     seed ``s + i``. The adapter's own ``seed()`` fails (its gymnasium ``ConcatVecEnv`` has none), which breaks
-    ``model = PPO(..., seed=0)``.
+    ``model = PPO(..., seed=0)``. Its ``dones`` become booleans, as SB3's vec envs give them.
     """
 
     def __init__(self, venv: VecEnv) -> None:
@@ -142,7 +142,9 @@ class _SeededVecEnv(VecEnvWrapper):
         return observations
 
     def step_wait(self) -> VecEnvStepReturn:
-        return self.venv.step_wait()
+        observations, rewards, dones, infos = self.venv.step_wait()
+        # SuperSuit's dones are uint8: SB3 indexes with them (VecNormalize's ``returns[dones] = 0``), which needs bools.
+        return observations, rewards, dones.astype(bool), infos
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         if attr_name == "render_mode":

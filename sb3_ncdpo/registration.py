@@ -24,6 +24,7 @@ TASKS = {
 #: Google Research Football academy scenarios registered here (:mod:`sb3_ncdpo.football`, needs ``gfootball``):
 #: scenario -> controlled left-team players (the agents).
 FOOTBALL_TASKS = {
+    "academy_empty_goal_close": 1,
     "academy_3_vs_1_with_keeper": 3,
     "academy_counterattack_easy": 4,
 }

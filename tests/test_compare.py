@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sb3_ncdpo.cli import main as cli
-from sb3_ncdpo.compare import FIELDS, RunSpec, execute, finished_specs, report
+from sb3_ncdpo.compare import FIELDS, RunSpec, execute, finished_specs, report, summary_table
 
 ENV = "InvertedPendulum-v5"
 TINY = ["--env", ENV, "--timesteps", "64", "--eval-freq", "32", "--n-eval-episodes", "1", "--n-jobs", "2"]
@@ -49,6 +49,19 @@ def test_summary_has_one_row_per_algo_and_the_command(compared):
     assert all(line.split("|")[3].strip() == "2" for line in table)  # runs per algo
     assert table[1].split("|")[8].strip() == "1.00"  # PPO's fps ratio to itself
     assert "sb3-ncdpo compare --env InvertedPendulum-v5 --algos ncdpo ppo --seeds 2 --timesteps 64" in summary
+
+
+def test_small_returns_get_two_decimals():
+    def rows(env: str, returns: list[float]) -> list[dict]:
+        return [
+            dict(algo=algo, env=env, seed=seed, timesteps=100, eval_return_mean=r, fps=10.0, peak_rss_mb=1.0)
+            for algo in ("ncdpo", "ppo")
+            for seed, r in enumerate(returns)
+        ]
+
+    table = summary_table(rows("Football", [0.27, 0.31, 0.35]) + rows("Hopper", [812.34, 812.34, 812.34]), metric="mean")
+    cells = [line.split("|")[5].strip() for line in table.splitlines()[2:]]
+    assert cells[0].startswith("0.31 [") and cells[2] == "812.3 [812.3, 812.3]"
 
 
 def test_resume_reuses_finished_runs(compared, capsys):

@@ -9,6 +9,7 @@ import torch as th
 import yaml
 from stable_baselines3 import PPO
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecNormalize
 from test_ncdpo import collected, replay
 
 from sb3_ncdpo import NCDPO
@@ -39,10 +40,20 @@ def test_each_agent_is_a_sub_env_and_truncation_is_marked():
     assert not np.array_equal(first, spread(n_envs=2, seed=1).reset())
     for step in range(25):  # MPE episodes end by truncation after max_cycles=25
         _, rewards, dones, infos = env.step(np.zeros(6, dtype=int))
-        assert dones.all() == (step == 24)
+        assert dones.dtype == bool and dones.all() == (step == 24)
     assert all(info["TimeLimit.truncated"] and "terminal_observation" in info and "episode" in info for info in infos)
     # cooperative task: the agents of one copy share the reward
     assert rewards[0] == pytest.approx(rewards[1]) == pytest.approx(rewards[2])
+
+
+def test_reward_normalisation_restarts_every_agents_return():
+    """VecNormalize resets the discounted return of the sub-envs that are done (it indexes with ``dones``)."""
+    env = VecNormalize(spread(n_envs=1))
+    env.reset()
+    for step in range(25):
+        env.step(np.zeros(3, dtype=int))
+        assert (env.returns != 0).all() == (step < 24)
+    np.testing.assert_array_equal(env.returns, np.zeros(3))
 
 
 @pytest.mark.parametrize("algo, policy", [(NCDPO, "MlpPolicy"), (PPO, "MlpPolicy")])
