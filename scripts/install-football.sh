@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Optional: Google Research Football (the `football` extra and the gfootball engine) for sb3_ncdpo.football.
 # Debian / Ubuntu, from the repository root, inside the virtualenv the README's commands use. The engine is C++ built
-# from gfootball's PyPI sdist: ~8 CPU-minutes.
+# from gfootball's PyPI sdist: ~9 CPU-minutes (measured from a fresh clone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
