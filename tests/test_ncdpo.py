@@ -362,7 +362,7 @@ def eager(policy: DiffusionActorCriticPolicy):
 
     @contextlib.contextmanager
     def context():
-        traced = [t for t in (policy.traced_chain, policy.traced_forward) if t is not None]
+        traced = [t for t in (policy.traced_chain, policy.traced_forward, policy.traced_act) if t is not None]
         for t in traced:
             t.enabled = False
         try:
@@ -470,6 +470,64 @@ def test_traced_rollout_call_is_bit_identical_to_the_eager_call(n_envs):
                     outputs.append(policy.forward_with_noise(obs))
     for traced_output, eager_output in zip(*outputs, strict=True):
         assert th.equal(traced_output, eager_output)
+
+
+@pytest.mark.parametrize("policy_kwargs", [{}, dict(log_std_init=-2.0), dict(fixed_std=0.05, min_std=0.1)])
+@pytest.mark.parametrize("n_envs", [1, 4])
+def test_rollout_call_gives_the_numbers_of_sb3_gaussian(policy_kwargs, n_envs):
+    """
+    A Box policy's rollout call computes its final Gaussian inside the trace (GaussianActCall): the same actions (same
+    random draws), values, log-probs and noise as SB3's DiagGaussianDistribution, bit for bit, stochastic or not.
+    """
+    model = NCDPO("MlpPolicy", make_vec_env("Hopper-v5", n_envs=n_envs), policy_kwargs=policy_kwargs, seed=0)
+    policy = model.policy
+    assert policy.traced_act is not None
+    obs, traced_act = th.randn(n_envs, 11), policy.traced_act
+    for deterministic in (False, True):
+        outputs = []
+        for act in (traced_act, None):  # None: the chain's mean, then SB3's distribution
+            policy.traced_act = act
+            th.manual_seed(3)
+            with th.no_grad():
+                outputs.append(policy.forward_with_noise(obs, deterministic=deterministic))
+        policy.traced_act = traced_act
+        for fast, sb3 in zip(*outputs, strict=True):
+            assert th.equal(fast, sb3)
+
+
+def test_time_projections_are_reused_only_while_the_parameters_are_unchanged():
+    model = NCDPO("MlpPolicy", "Pendulum-v1", n_steps=32, batch_size=16, n_epochs=1, policy_kwargs=SMALL, seed=0)
+    policy = model.policy
+    denoiser, n_steps = policy.denoiser, policy.chain.n_steps
+
+    def fresh() -> th.Tensor:
+        with th.no_grad():
+            return denoiser.time_projections(n_steps)
+
+    with th.no_grad():
+        cached = policy.time_projections()
+        assert policy.time_projections() is cached and th.equal(cached, fresh())
+        next(denoiser.time_mlp.parameters()).add_(0.1)  # in place: its version counter moves
+        assert policy.time_projections() is not cached
+        assert th.equal(policy.time_projections(), fresh()) and not th.equal(cached, fresh())
+    # With gradient: computed anew, part of the graph.
+    assert policy.time_projections().grad_fn is not None
+    # After updates, load_state_dict, or set_training_mode (start of every rollout and predict), never stale.
+    with th.no_grad():
+        before = policy.time_projections()
+    model.learn(64)
+    with th.no_grad():
+        assert th.equal(policy.time_projections(), fresh()) and not th.equal(before, fresh())
+        before = policy.time_projections()
+    state = {k: v + 0.5 if "time_mlp" in k else v for k, v in policy.state_dict().items()}
+    policy.load_state_dict(state)
+    with th.no_grad():
+        assert th.equal(policy.time_projections(), fresh()) and not th.equal(before, fresh())
+        before = policy.time_projections()
+        denoiser.input_t.weight.data.mul_(2.0)  # through .data: no version change, but a new rollout starts
+    policy.set_training_mode(False)
+    with th.no_grad():
+        assert th.equal(policy.time_projections(), fresh()) and not th.equal(before, fresh())
 
 
 def test_user_encoders_are_not_traced():

@@ -116,7 +116,9 @@ class DenoiserMLP(nn.Module):
         steps = th.arange(1, n_steps + 1, device=self.input_t.weight.device)
         return self.input_t(self.time_mlp(steps))
 
-    def step_predictor(self, cond_projection: th.Tensor, n_steps: int) -> Callable[[th.Tensor, int], th.Tensor]:
+    def step_predictor(
+        self, cond_projection: th.Tensor, n_steps: int, time_projections: th.Tensor | None = None
+    ) -> Callable[[th.Tensor, int], th.Tensor]:
         """
         The noise prediction of every step of one chain, ``eps_model(x_k, k)``, with what does not depend on ``x_k``
         computed once: the first-layer bias of each step (condition + time projections, one tensor operation) and the
@@ -126,9 +128,13 @@ class DenoiserMLP(nn.Module):
 
         :param cond_projection: Output of :meth:`project_condition`, shape ``(batch, width)``
         :param n_steps: Number of denoising steps K
+        :param time_projections: Output of :meth:`time_projections` if the caller already has it (computed here if
+            ``None``)
         :return: ``eps_model(x_k, k)`` for ``k`` in ``1..K``
         """
-        biases = (cond_projection[:, None] + self.time_projections(n_steps)).unbind(1)
+        if time_projections is None:
+            time_projections = self.time_projections(n_steps)
+        biases = (cond_projection[:, None] + time_projections).unbind(1)
         weight_x = self.input_x.weight.T
         layers = [_addmm_layer(m) if isinstance(m, nn.Linear) else m for m in (*self.body, self.output)]
 

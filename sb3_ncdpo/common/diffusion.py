@@ -314,7 +314,9 @@ class NoiseConditionedChain:
         """
         if noise.ndim != 3 or noise.shape[1] != self.n_steps:
             raise ValueError(f"noise must have shape (batch, {self.n_steps}, dim), got {tuple(noise.shape)}")
-        x = noise[:, 0]
+        # One unbind rather than an indexing (slice + select) per step: fewer operations in the traced chain.
+        noises = noise.unbind(1)
+        x = noises[0]
         for i, k in enumerate(range(self.n_steps, 0, -1)):
             eps = eps_model(x, k)
             if eps_grad_hook is not None and eps.requires_grad:
@@ -322,5 +324,5 @@ class NoiseConditionedChain:
             mean = self.step_mean(x, eps, k)
             if k == 1:
                 return mean
-            x = th.add(mean, noise[:, i + 1], alpha=self._noise_std[k - 1])
+            x = th.add(mean, noises[i + 1], alpha=self._noise_std[k - 1])
         raise AssertionError("unreachable: the chain has at least one step")

@@ -35,8 +35,13 @@ def record_chain(chain: NoiseConditionedChain, eps_model: EpsModel, noise: th.Te
 
 
 class RecordedChainCall(ChainCall):
-    """``(latent_pi, noise) -> (inputs, means)`` of :func:`record_chain` (the eager code, as a module to trace)."""
+    """
+    ``(latent_pi, noise, time_projections) -> (inputs, means)`` of :func:`record_chain` (the eager code, as a module
+    to trace).
+    """
 
-    def forward(self, latent_pi: th.Tensor, noise: th.Tensor) -> tuple[th.Tensor, th.Tensor]:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        self, latent_pi: th.Tensor, noise: th.Tensor, time_projections: th.Tensor
+    ) -> tuple[th.Tensor, th.Tensor]:
         cond = self.denoiser.project_condition(latent_pi)
-        return record_chain(self.chain, self.denoiser.step_predictor(cond, self.chain.n_steps), noise)
+        return record_chain(self.chain, self.denoiser.step_predictor(cond, self.chain.n_steps, time_projections), noise)

@@ -30,16 +30,20 @@ TRACEABLE_MODULES = (FlattenExtractor, NatureCNN, MlpExtractor)
 
 
 class ChainCall(nn.Module):
-    """``(latent_pi, noise) -> mean of the final step`` (the eager chain, as a module to trace)."""
+    """
+    ``(latent_pi, noise, time_projections) -> mean of the final step`` (the eager chain, as a module to trace;
+    ``time_projections`` is :meth:`DenoiserMLP.time_projections`, an input so that calls without gradient can reuse
+    it while the parameters do not change).
+    """
 
     def __init__(self, denoiser: DenoiserMLP, chain: NoiseConditionedChain) -> None:
         super().__init__()
         self.denoiser = denoiser
         self.chain = chain
 
-    def forward(self, latent_pi: th.Tensor, noise: th.Tensor) -> th.Tensor:
+    def forward(self, latent_pi: th.Tensor, noise: th.Tensor, time_projections: th.Tensor) -> th.Tensor:
         cond = self.denoiser.project_condition(latent_pi)
-        return self.chain.final_mean(self.denoiser.step_predictor(cond, self.chain.n_steps), noise)
+        return self.chain.final_mean(self.denoiser.step_predictor(cond, self.chain.n_steps, time_projections), noise)
 
 
 class Traced:
@@ -87,7 +91,13 @@ class Traced:
             warnings.simplefilter("ignore", DeprecationWarning)
             try:
                 with th.jit.optimized_execution(False):
-                    return th.jit.trace(self.module, inputs, check_trace=False)
+                    trace = th.jit.trace(self.module, inputs, check_trace=False)
+                # Submodule calls inlined (same operations, fewer interpreter call frames: ~45 µs of a ~630 µs rollout
+                # call on Hopper-v5). A private pass: without it the trace still runs, not inlined.
+                inline = getattr(th._C, "_jit_pass_inline", None)
+                if inline is not None:
+                    inline(trace.graph)
+                return trace
             except Exception as error:  # any tracing failure means: run eagerly
                 warnings.warn(f"{type(self.module).__name__} could not be traced, it runs eagerly (slower): {error!r}")
                 return None
