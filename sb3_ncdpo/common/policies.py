@@ -185,11 +185,10 @@ class ActorCriticCall(nn.Module):
 class GaussianActCall(nn.Module):
     """
     ``(obs, noise, draw, time_projections) -> (actions, values, log_prob)``: a Box policy's whole rollout call, final
-    Gaussian included,
-    as a module to trace. The same operations as SB3's ``DiagGaussianDistribution`` on torch's ``Normal`` (``sample``
-    is ``draw * std + mean`` on a standard normal draw, ``log_prob`` is ``Normal.log_prob`` summed over the action),
-    so the results are bit-identical to it (tested); at batch 1 the distribution objects cost more than their
-    arithmetic (~130 µs of a ~600 µs rollout call on Hopper-v5).
+    Gaussian included, as a module to trace. The same operations as SB3's ``DiagGaussianDistribution`` on torch's
+    ``Normal`` (``sample`` is ``draw * std + mean`` on a standard normal draw, ``log_prob`` is ``Normal.log_prob``
+    summed over the action), so the results are bit-identical to it (tested); at batch 1 the distribution objects cost
+    more than their arithmetic (~130 µs of a ~600 µs rollout call on Hopper-v5).
 
     :param policy: The policy (a Box action space)
     """
