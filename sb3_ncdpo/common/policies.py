@@ -583,11 +583,11 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
             draw = th.zeros if deterministic else th.randn
             draws = draw((batch_size, self.action_dim), dtype=noises.dtype, device=noises.device)
             actions, values, log_prob = traced_act(obs, noises, draws, self.time_projections())
-            return actions.reshape((-1, *self.action_space.shape)), values, log_prob, noises  # type: ignore[misc]
-        mean, values = self._final_mean_and_values(obs, noises)
-        distribution = self._final_distribution(mean, validate_args=False if not th.is_grad_enabled() else None)
-        actions = distribution.get_actions(deterministic=deterministic)
-        log_prob = distribution.log_prob(actions)
+        else:
+            mean, values = self._final_mean_and_values(obs, noises)
+            distribution = self._final_distribution(mean, validate_args=False if not th.is_grad_enabled() else None)
+            actions = distribution.get_actions(deterministic=deterministic)
+            log_prob = distribution.log_prob(actions)
         return actions.reshape((-1, *self.action_space.shape)), values, log_prob, noises  # type: ignore[misc]
 
     def forward(self, obs: th.Tensor, deterministic: bool = False) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
