@@ -5,11 +5,14 @@ import math
 import pytest
 import torch as th
 
-from sb3_ncdpo.common.diffusion import ChainConfig, NoiseConditionedChain, cosine_betas, linear_betas
+from sb3_ncdpo.common.diffusion import ChainConfig, DiffusionChain, cosine_betas, linear_betas
+from sb3_ncdpo.common.diffusion import make_chain as build_chain
 
 
-def make_chain(**kwargs) -> NoiseConditionedChain:
-    return NoiseConditionedChain(ChainConfig(**kwargs))
+def make_chain(**kwargs) -> DiffusionChain:
+    chain = build_chain(ChainConfig(**kwargs))
+    assert isinstance(chain, DiffusionChain)
+    return chain
 
 
 @pytest.mark.parametrize("n_steps", [1, 2, 5, 10, 100])

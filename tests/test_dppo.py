@@ -13,7 +13,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from toy_envs import TargetEnv
 
 from sb3_ncdpo import DPPO, NCDPO, ChainDictRolloutBuffer, ChainRolloutBuffer
-from sb3_ncdpo.common.denoising_mdp import DenoisingMDP
+from sb3_ncdpo.dppo.denoising_mdp import DenoisingMDP
 
 SMALL = dict(n_denoising_steps=4, denoiser_hidden_sizes=[32, 32], net_arch=[16])
 
@@ -103,12 +103,14 @@ def test_traced_rollout_chain_is_the_eager_chain(policy_kwargs, batch_size):
     """Rollouts (no gradient) run the chain through a TorchScript trace: bit-identical to the eager chain."""
     policy = DPPO("MlpPolicy", "Pendulum-v1", n_steps=16, batch_size=16, policy_kwargs=policy_kwargs, seed=0).policy
     obs = th.randn(batch_size, 3)
-    th.manual_seed(0)
-    eager = [x.detach() for x in policy.sample_chain(obs)]  # gradients on: the eager chain
     with th.no_grad():
+        with policy.traces.eager():
+            th.manual_seed(0)
+            eager = policy.sample_chain(obs)
+        assert not policy.traces.recorded_chain.traces
         th.manual_seed(0)
         traced = policy.sample_chain(obs)
-    assert policy.traced_recorded_chain.traces  # the trace ran
+    assert policy.traces.recorded_chain.traces  # the trace ran
     for a, b in zip(eager, traced, strict=True):
         assert th.equal(a, b)
 

@@ -163,7 +163,7 @@ def test_denoiser_gets_gradient_from_every_step():
 @pytest.mark.parametrize("residual", [False, True])
 def test_step_predictor_is_the_denoiser_forward(residual):
     """The chain's fast path (time table, precomputed biases, addmm layers) computes DenoiserMLP.forward at every step."""
-    from sb3_ncdpo.common.denoiser import DenoiserMLP
+    from sb3_ncdpo.common.diffusion import DenoiserMLP
 
     th.manual_seed(0)
     denoiser = DenoiserMLP(action_dim=2, cond_dim=5, hidden_sizes=[32, 32, 32], residual=residual)
@@ -358,20 +358,7 @@ def test_constructor_parameters_carry_every_argument():
 
 def eager(policy: DiffusionActorCriticPolicy):
     """Context in which the policy runs its eager code (its traces disabled)."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def context():
-        traced = [t for t in (policy.traced_chain, policy.traced_forward, policy.traced_act) if t is not None]
-        for t in traced:
-            t.enabled = False
-        try:
-            yield
-        finally:
-            for t in traced:
-                t.enabled = True
-
-    return context()
+    return policy.traces.eager()
 
 
 def gradients(policy: DiffusionActorCriticPolicy, obs, actions, noises) -> tuple[list[th.Tensor], tuple[th.Tensor, ...]]:
@@ -398,7 +385,7 @@ def test_traced_code_is_bit_identical_to_the_eager_code(policy_kwargs):
     """
     model = NCDPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, n_epochs=1, policy_kwargs=policy_kwargs, seed=0)
     policy = model.policy
-    assert policy.traced_forward is not None  # SB3's own encoders: the whole call is traced
+    assert policy.traces.actor_critic is not None  # SB3's own encoders: the whole call is traced
 
     def compare(batch: int) -> None:
         obs, actions, noises = th.randn(batch, 3), th.rand(batch, 1) * 2 - 1, 2 * policy.sample_noise(batch)
@@ -416,7 +403,7 @@ def test_traced_code_is_bit_identical_to_the_eager_code(policy_kwargs):
 
     for batch in (1, 4, 64):
         compare(batch)
-    assert len(policy.traced_chain.traces) == 3 and len(policy.traced_forward.traces) == 3  # one per batch size (grad)
+    assert len(policy.traces.chain.traces) == 3 and len(policy.traces.actor_critic.traces) == 3  # one per batch size (grad)
     # The traces share the parameters: after updates (in place) they still compute the updated policy.
     model.learn(64)
     compare(64)
@@ -432,10 +419,10 @@ def test_traced_chain_is_neither_saved_nor_copied():
     # The traced modules share the policy's parameters without being its submodules: no key aliases another.
     assert len({tensor.data_ptr() for tensor in state.values()}) == len(state)
     model.predict(np.zeros(3), deterministic=True)
-    assert model.policy.traced_chain.traces and set(model.policy.state_dict()) == keys
+    assert model.policy.traces.chain.traces and set(model.policy.state_dict()) == keys
     for clone in (copy.deepcopy(model.policy), pickle.loads(pickle.dumps(model.policy))):
-        assert clone.traced_chain.traces == {}
-        assert clone.traced_chain.module.denoiser is clone.denoiser  # the copy's chain runs the copy's weights
+        assert clone.traces.chain.traces == {}
+        assert clone.traces.chain.module.denoiser is clone.denoiser  # the copy's chain runs the copy's weights
         expected = model.predict(np.ones(3), deterministic=True)[0]
         np.testing.assert_array_equal(clone.predict(np.ones(3), deterministic=True)[0], expected)
 
@@ -443,7 +430,7 @@ def test_traced_chain_is_neither_saved_nor_copied():
 def test_chain_runs_eagerly_where_tracing_fails(monkeypatch):
     model = NCDPO("MlpPolicy", "Pendulum-v1", n_steps=16, batch_size=8, policy_kwargs=SMALL, seed=0)
     expected = model.predict(np.ones(3), deterministic=True)[0]
-    model.policy.traced_chain.traces.clear()
+    model.policy.traces.chain.traces.clear()
 
     def broken(*args, **kwargs):
         raise RuntimeError("no TorchScript here")
@@ -481,16 +468,16 @@ def test_rollout_call_gives_the_numbers_of_sb3_gaussian(policy_kwargs, n_envs):
     """
     model = NCDPO("MlpPolicy", make_vec_env("Hopper-v5", n_envs=n_envs), policy_kwargs=policy_kwargs, seed=0)
     policy = model.policy
-    assert policy.traced_act is not None
-    obs, traced_act = th.randn(n_envs, 11), policy.traced_act
+    assert policy.traces.act is not None
+    obs, traced_act = th.randn(n_envs, 11), policy.traces.act
     for deterministic in (False, True):
         outputs = []
         for act in (traced_act, None):  # None: the chain's mean, then SB3's distribution
-            policy.traced_act = act
+            policy.traces.act = act
             th.manual_seed(3)
             with th.no_grad():
                 outputs.append(policy.forward_with_noise(obs, deterministic=deterministic))
-        policy.traced_act = traced_act
+        policy.traces.act = traced_act
         for fast, sb3 in zip(*outputs, strict=True):
             assert th.equal(fast, sb3)
 
@@ -543,7 +530,7 @@ def test_user_encoders_are_not_traced():
 
     model = NCDPO("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(SMALL, features_extractor_class=Doubling), seed=0)
     policy = model.policy
-    assert policy.traced_forward is None
+    assert policy.traces.actor_critic is None
     for sign in (1.0, -1.0):
         obs, noises = sign * th.ones(1, 3), th.zeros(1, 3, 1)
         with th.no_grad():

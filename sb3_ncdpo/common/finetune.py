@@ -1,6 +1,6 @@
 """
 Fine-tuning helpers shared by the algorithms on :class:`~sb3_ncdpo.common.policies.DiffusionActorCriticPolicy`:
-critic warm-up with the actor frozen, and the BC regulariser toward the pre-trained policy.
+their argument checks, critic warm-up with the actor frozen, and the frozen reference policy of the BC regulariser.
 """
 
 import copy
@@ -9,7 +9,6 @@ from typing import TypeVar
 import numpy as np
 import torch as th
 from stable_baselines3.common.buffers import RolloutBuffer
-from stable_baselines3.common.distributions import Distribution, kl_divergence
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch.nn import functional as F
@@ -87,17 +86,3 @@ def frozen_copy(policy: PolicyT) -> PolicyT:
     for p in reference.parameters():
         p.requires_grad_(False)
     return reference
-
-
-def conditional_kl(distribution: Distribution, reference: Distribution) -> th.Tensor:
-    """
-    ``KL(pi_theta(.|s, xi) || pi_ref(.|s, xi))`` of the final steps given the same stored noise (Gaussians summed over
-    action dimensions, categoricals summed over sub-spaces): per sample, an upper bound of the KL between the marginal
-    policies (joint convexity of the KL).
-
-    :param distribution: The current policy's final step
-    :param reference: The reference policy's final step (no gradient)
-    :return: Per-sample KL, shape ``(batch,)``
-    """
-    kl = kl_divergence(distribution, reference)
-    return kl.sum(dim=-1) if kl.ndim > 1 else kl

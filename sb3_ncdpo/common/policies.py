@@ -1,214 +1,38 @@
 """Diffusion actor-critic policies: a denoising chain conditioned on stored noise as the actor, V(s) as the critic."""
 
-import copy
 import math
-from collections.abc import Callable
-from dataclasses import asdict, fields
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.distributions import (
-    CategoricalDistribution,
-    DiagGaussianDistribution,
-    MultiCategoricalDistribution,
-)
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.preprocessing import get_action_dim
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.common.utils import get_device
 from torch import nn
-from torch.distributions import Normal
 
-from sb3_ncdpo.common.denoiser import DenoiserMLP, check_denoiser_sizes
-from sb3_ncdpo.common.diffusion import ChainConfig, EpsModel, NoiseConditionedChain
-from sb3_ncdpo.common.recorded_chain import RecordedChainCall, record_chain
-from sb3_ncdpo.common.traced import TRACEABLE_MODULES, ChainCall, Traced
+from sb3_ncdpo.common.denoising_steps import DenoisingStepsMixin
+from sb3_ncdpo.common.diffusion import ChainConfig, DenoiserMLP, EpsGradHook, chain_class, make_chain
+from sb3_ncdpo.common.distributions import FinalDistribution, FinalGaussian
+from sb3_ncdpo.common.frozen_steps import FrozenActor, FrozenStepsMixin
+from sb3_ncdpo.common.policy_settings import (
+    CHAIN_DEFAULTS,
+    DEFAULT_DENOISER_SIZES,
+    DEFAULT_MIN_STD,
+    DEFAULT_PREDICTION_TYPE,
+    chain_dim,
+    check_action_space,
+    check_policy_kwargs,
+)
+from sb3_ncdpo.common.tracing import PolicyTraces
 
-_DEFAULTS = ChainConfig()
-#: Defaults of the policy that differ from the textbook chain's (ChainConfig's), chosen by measurement (README): the
-#: denoiser predicts the clean action, so that a fresh policy explores like SB3's Gaussian policy, and its MLP is
-#: 128-128 (as good as 256-256 on HalfCheetah-v5 at 100k steps, and the update costs ~30% less).
-DEFAULT_PREDICTION_TYPE = "sample"
-DEFAULT_DENOISER_SIZES = (128, 128)
 SelfDiffusionPolicy = TypeVar("SelfDiffusionPolicy", bound="DiffusionActorCriticPolicy")
-DEFAULT_MIN_STD = 1e-3
-#: Action spaces of a diffusion policy: a bounded Box (the chain denoises the action), Discrete and MultiDiscrete (the
-#: chain denoises a vector of logits, one block per sub-space; the final step is a categorical over them).
-SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete)
-FinalDistribution = DiagGaussianDistribution | CategoricalDistribution | MultiCategoricalDistribution
 
 
-def check_action_space(action_space: spaces.Space) -> None:
-    """
-    :param action_space: An action space
-    :raises ValueError: naming the space and the supported ones, if a diffusion policy cannot act in it
-    """
-    supported = "a Box with finite bounds, Discrete or MultiDiscrete"
-    if not isinstance(action_space, SUPPORTED_ACTION_SPACES):
-        raise ValueError(f"action_space must be {supported}, got {action_space}")
-    if isinstance(action_space, spaces.Box) and not (
-        np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))
-    ):
-        raise ValueError(f"action_space must be {supported} (Box bounds are mapped to [-1, 1]), got {action_space}")
-
-
-def chain_dim(action_space: spaces.Space) -> int:
-    """
-    :param action_space: A supported action space
-    :return: Size of the vector the denoising chain produces: the action size for a Box, the number of logits
-        (``n``, or ``sum(nvec)``) for Discrete and MultiDiscrete
-    """
-    if isinstance(action_space, spaces.Discrete):
-        return int(action_space.n)
-    if isinstance(action_space, spaces.MultiDiscrete):
-        return int(np.sum(action_space.nvec))
-    return get_action_dim(action_space)
-
-
-def check_std_settings(fixed_std: float | None, min_std: float) -> None:
-    """
-    :param fixed_std: Fixed std of the final step, or ``None`` for a learned one
-    :param min_std: Floor of the final-step std
-    :raises ValueError: if a std is not a positive number
-    """
-    if fixed_std is not None and (not isinstance(fixed_std, (int, float)) or not fixed_std > 0):
-        raise ValueError(f"fixed_std must be a float > 0 (a fixed final-step std) or None (learned), got {fixed_std!r}")
-    if not isinstance(min_std, (int, float)) or not min_std > 0:
-        raise ValueError(f"min_std must be a float > 0, got {min_std!r}")
-
-
-def check_policy_kwargs(policy_kwargs: dict[str, Any]) -> None:
-    """
-    Validate the diffusion-specific policy keyword arguments without building anything, so that an algorithm can
-    reject them before it creates its environment.
-
-    :param policy_kwargs: Keyword arguments for :class:`DiffusionActorCriticPolicy`
-    :raises ValueError: naming the first invalid argument and its allowed values
-    """
-    if policy_kwargs.get("use_sde", False):
-        raise ValueError("use_sde=True is not supported: a diffusion policy explores through its denoising noise")
-    chain_kwargs = {f.name: policy_kwargs[f.name] for f in fields(ChainConfig) if f.name in policy_kwargs}
-    if chain_kwargs.get("x0_clip_final", False) is None:  # the policy's default: decided by the action space
-        del chain_kwargs["x0_clip_final"]
-    ChainConfig(**chain_kwargs)
-    check_denoiser_sizes(
-        policy_kwargs.get("denoiser_hidden_sizes", DEFAULT_DENOISER_SIZES), policy_kwargs.get("residual", False)
-    )
-    check_std_settings(policy_kwargs.get("fixed_std"), policy_kwargs.get("min_std", DEFAULT_MIN_STD))
-    n_denoising_steps = policy_kwargs.get("n_denoising_steps", _DEFAULTS.n_denoising_steps)
-    check_finetuned_steps(policy_kwargs.get("n_finetuned_steps"), n_denoising_steps)
-
-
-def check_finetuned_steps(n_finetuned_steps: int | None, n_denoising_steps: int) -> None:
-    """
-    :param n_finetuned_steps: Number of trained (last) denoising steps, or ``None`` for all of them
-    :param n_denoising_steps: Number of denoising steps K
-    :raises ValueError: if it is not an int in ``1..K`` or ``None``
-    """
-    if n_finetuned_steps is not None and (
-        not isinstance(n_finetuned_steps, int)
-        or isinstance(n_finetuned_steps, bool)
-        or not 1 <= n_finetuned_steps <= n_denoising_steps
-    ):
-        raise ValueError(
-            f"n_finetuned_steps must be an int in [1, n_denoising_steps={n_denoising_steps}] or None (all steps), "
-            f"got {n_finetuned_steps!r}"
-        )
-
-
-class FrozenActor(nn.Module):
-    """
-    A frozen copy of a diffusion policy's actor (observation encoder and denoiser), for the denoising steps that are
-    not trained (see ``n_finetuned_steps``). Its parameters never require gradients and it always runs in eval mode.
-
-    :param features_extractor: Copy of the actor's features extractor
-    :param policy_net: Copy of the actor's encoder (``mlp_extractor.policy_net``)
-    :param denoiser: Copy of the denoiser
-    """
-
-    def __init__(self, features_extractor: BaseFeaturesExtractor, policy_net: nn.Module, denoiser: DenoiserMLP) -> None:
-        super().__init__()
-        self.features_extractor = features_extractor
-        self.policy_net = policy_net
-        self.denoiser = denoiser
-        self.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> "FrozenActor":
-        return super().train(False)
-
-
-class FinalGaussian(DiagGaussianDistribution):
-    """
-    SB3's diagonal Gaussian, whose torch ``Normal`` can skip its argument checks. Rollouts and prediction (no
-    gradient) skip them (~90 µs of a ~830 µs rollout call on Hopper-v5); updates keep them, so a policy that produced
-    NaNs still stops with torch's error, at the next update.
-    """
-
-    def proba_distribution(  # type: ignore[override]
-        self, mean_actions: th.Tensor, log_std: th.Tensor, validate_args: bool | None = None
-    ) -> "FinalGaussian":
-        """
-        :param mean_actions: Mean of the Gaussian
-        :param log_std: Log std (broadcast over the batch)
-        :param validate_args: torch's argument checks (``None``: torch's default, on)
-        :return: self, holding the distribution
-        """
-        action_std = th.ones_like(mean_actions) * log_std.exp()
-        self.distribution = Normal(mean_actions, action_std, validate_args=validate_args)
-        return self
-
-
-class ActorCriticCall(nn.Module):
-    """
-    ``(obs, noise, time_projections) -> (mean of the final step, value)``: everything a rollout or an update computes
-    but the final distribution, as a module to trace when the policy's encoders are SB3's own
-    (:data:`~sb3_ncdpo.common.traced.TRACEABLE_MODULES`).
-
-    :param policy: The policy
-    """
-
-    def __init__(self, policy: "DiffusionActorCriticPolicy") -> None:
-        super().__init__()
-        self.policy = policy
-        self.chain = ChainCall(policy.denoiser, policy.chain)
-
-    def forward(self, obs: th.Tensor, noise: th.Tensor, time_projections: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-        latent_pi, latent_vf = self.policy._latents(obs)
-        return self.chain(latent_pi, noise, time_projections), self.policy.value_net(latent_vf)
-
-
-class GaussianActCall(nn.Module):
-    """
-    ``(obs, noise, draw, time_projections) -> (actions, values, log_prob)``: a Box policy's whole rollout call, final
-    Gaussian included, as a module to trace. The same operations as SB3's ``DiagGaussianDistribution`` on torch's
-    ``Normal`` (``sample`` is ``draw * std + mean`` on a standard normal draw, ``log_prob`` is ``Normal.log_prob``
-    summed over the action), so the results are bit-identical to it (tested); at batch 1 the distribution objects cost
-    more than their arithmetic (~130 µs of a ~600 µs rollout call on Hopper-v5).
-
-    :param policy: The policy (a Box action space)
-    """
-
-    def __init__(self, policy: "DiffusionActorCriticPolicy") -> None:
-        super().__init__()
-        self.policy = policy
-        self.actor_critic = ActorCriticCall(policy)
-
-    def forward(
-        self, obs: th.Tensor, noise: th.Tensor, draw: th.Tensor, time_projections: th.Tensor
-    ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-        mean, values = self.actor_critic(obs, noise, time_projections)
-        std = th.ones_like(mean) * self.policy._floored_log_std().exp()
-        actions = draw * std + mean
-        log_prob = -((actions - mean) ** 2) / (2 * std**2) - std.log() - math.log(math.sqrt(2 * math.pi))
-        return actions, values, log_prob.sum(dim=1)
-
-
-class DiffusionActorCriticPolicy(ActorCriticPolicy):
+class DiffusionActorCriticPolicy(FrozenStepsMixin, DenoisingStepsMixin, ActorCriticPolicy):
     """
     Actor-critic policy whose actor is a diffusion model, for NCDPO.
 
@@ -274,6 +98,23 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         by :meth:`reset_frozen_actor` after loading pre-trained weights. ``None`` (default): every step is trained
     """
 
+    #: Keyword arguments that fine-tuning may change from the pre-trained policy's, besides the chain's own
+    #: (:attr:`~sb3_ncdpo.common.diffusion.DenoisingChain.finetune_overridable`): they leave what the pre-trained
+    #: weights compute unchanged (the final-step std, the optimizer, which steps are trained).
+    finetune_overridable: ClassVar[frozenset[str]] = frozenset(
+        {"fixed_std", "min_std", "log_std_init", "optimizer_class", "optimizer_kwargs", "ortho_init", "n_finetuned_steps"}
+    )
+    traces: PolicyTraces
+    frozen_actor: FrozenActor | None
+
+    @classmethod
+    def finetune_overridable_kwargs(cls, sampler: str) -> frozenset[str]:
+        """
+        :param sampler: The pre-trained policy's chain (its ``sampler`` setting)
+        :return: Every keyword argument that fine-tuning may change from the pre-trained policy's
+        """
+        return cls.finetune_overridable | chain_class(sampler).finetune_overridable
+
     def __init__(
         self,
         observation_space: spaces.Space,
@@ -290,14 +131,14 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         normalize_images: bool = True,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
-        n_denoising_steps: int = _DEFAULTS.n_denoising_steps,
-        sampler: str = _DEFAULTS.sampler,
-        ddim_eta: float = _DEFAULTS.ddim_eta,
-        noise_schedule: str = _DEFAULTS.noise_schedule,
-        x0_clip: float | None = _DEFAULTS.x0_clip,
+        n_denoising_steps: int = CHAIN_DEFAULTS.n_denoising_steps,
+        sampler: str = CHAIN_DEFAULTS.sampler,
+        ddim_eta: float = CHAIN_DEFAULTS.ddim_eta,
+        noise_schedule: str = CHAIN_DEFAULTS.noise_schedule,
+        x0_clip: float | None = CHAIN_DEFAULTS.x0_clip,
         x0_clip_final: bool | None = None,
-        noise_clip: float | None = _DEFAULTS.noise_clip,
-        min_step_std: float = _DEFAULTS.min_step_std,
+        noise_clip: float | None = CHAIN_DEFAULTS.noise_clip,
+        min_step_std: float = CHAIN_DEFAULTS.min_step_std,
         prediction_type: str = DEFAULT_PREDICTION_TYPE,
         denoiser_hidden_sizes: list[int] | tuple[int, ...] = DEFAULT_DENOISER_SIZES,
         denoiser_activation_fn: type[nn.Module] = nn.SiLU,
@@ -328,7 +169,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         # Read on every rollout call (SB3 computes action_dim with np.prod)
         self._action_dim = get_action_dim(action_space)
         self._chain_dim = chain_dim(action_space)
-        self.chain = NoiseConditionedChain(
+        self.chain = make_chain(
             ChainConfig(
                 n_denoising_steps=n_denoising_steps,
                 sampler=sampler,
@@ -404,7 +245,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         data = super()._get_constructor_parameters()
         for unused in ("squash_output", "full_std", "use_expln"):  # gSDE options, not arguments of this class
             data.pop(unused, None)
-        data.update(asdict(self.chain.config))  # ChainConfig's fields are named after this class's keyword arguments
+        data.update(self.chain.config_kwargs())  # named after this class's keyword arguments
         data.update(
             share_features_extractor=self.share_features_extractor,
             denoiser_hidden_sizes=self.denoiser_hidden_sizes,
@@ -427,16 +268,11 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
             time_embed_dim=self.time_embed_dim,
             residual=self.residual,
         )
-        # Rollouts and prediction run through traces of the same code (common/traced.py): same numbers, less overhead.
-        # The traced modules are held by the (non-Module) Traced wrappers, so they are not submodules of the policy.
-        self.traced_chain = Traced(ChainCall(self.denoiser, self.chain), mode_of=self)
-        self._time_projections_cache: tuple[tuple[tuple[int, int], ...], th.Tensor] | None = None
+        # Rollouts, prediction and updates run through traces of the same code (common/tracing.py): same numbers, less
+        # overhead. The traced modules are held by non-Module wrappers, so they are not submodules of the policy.
         encoders = (self.features_extractor, self.pi_features_extractor, self.vf_features_extractor, self.mlp_extractor)
-        traceable = all(type(module) in TRACEABLE_MODULES for module in encoders)
-        self.traced_forward = Traced(ActorCriticCall(self), mode_of=self) if traceable else None
-        box = isinstance(self.action_space, spaces.Box)
-        self.traced_act = Traced(GaussianActCall(self), mode_of=self) if traceable and box else None
-        self.traced_recorded_chain = Traced(RecordedChainCall(self.denoiser, self.chain), mode_of=self)
+        self.traces = PolicyTraces(self, encoders, gaussian=isinstance(self.action_space, spaces.Box))
+        self._time_projections_cache: tuple[tuple[tuple[int, int], ...], th.Tensor] | None = None
         if isinstance(self.action_space, spaces.Box):
             self.action_dist = FinalGaussian(self.action_dim)
             log_std = self.log_std_init if self.fixed_std is None else math.log(self.fixed_std)
@@ -512,13 +348,13 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         self,
         latent_pi: th.Tensor,
         noises: th.Tensor,
-        eps_grad_hook: Callable[[int, th.Tensor], None] | None = None,
+        eps_grad_hook: EpsGradHook | None = None,
         obs: PyTorchObs | None = None,
     ) -> FinalDistribution:
         """
         :param latent_pi: Conditioning features of the denoiser
         :param noises: Denoising noise, shape ``(batch, *noise_shape)``
-        :param eps_grad_hook: See :meth:`NoiseConditionedChain.final_mean`
+        :param eps_grad_hook: See :meth:`~sb3_ncdpo.common.diffusion.DenoisingChain.final_mean`
         :param obs: The observation (needed only with ``n_finetuned_steps``: the frozen steps encode it themselves)
         :return: The final step conditioned on the noise: a Gaussian (Box) or a categorical over the logits
         """
@@ -528,24 +364,25 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         self,
         latent_pi: th.Tensor,
         noises: th.Tensor,
-        eps_grad_hook: Callable[[int, th.Tensor], None] | None = None,
+        eps_grad_hook: EpsGradHook | None = None,
         obs: PyTorchObs | None = None,
     ) -> th.Tensor:
         """
         The chain's final mean: through its trace, or eagerly where a gradient hook needs the eager graph or where the
         early steps run the frozen copy of the actor (``n_finetuned_steps``, which needs ``obs``).
         """
-        if eps_grad_hook is None and self.frozen_actor is None:
-            return self.traced_chain(latent_pi, noises, self.time_projections())  # type: ignore[no-any-return]
+        traced = self.traces.pick(self.traces.chain, eps_grad_hook=eps_grad_hook)
+        if traced is not None:
+            return traced(latent_pi, noises, self.time_projections())  # type: ignore[no-any-return]
         return self.chain.final_mean(self._eps_model(latent_pi, obs), noises, eps_grad_hook=eps_grad_hook)
 
     def _final_mean_and_values(
-        self, obs: PyTorchObs, noises: th.Tensor, eps_grad_hook: Callable[[int, th.Tensor], None] | None = None
+        self, obs: PyTorchObs, noises: th.Tensor, eps_grad_hook: EpsGradHook | None = None
     ) -> tuple[th.Tensor, th.Tensor]:
         """The chain's final mean and the value: through one trace where the encoders are traceable."""
-        traceable = eps_grad_hook is None and self.frozen_actor is None and self.traced_forward is not None
-        if traceable and isinstance(obs, th.Tensor):
-            return self.traced_forward(obs, noises, self.time_projections())  # type: ignore[misc]
+        traced = self.traces.pick(self.traces.actor_critic, obs, eps_grad_hook)
+        if traced is not None:
+            return traced(obs, noises, self.time_projections())  # type: ignore[no-any-return]
         latent_pi, latent_vf = self._latents(obs)
         return self._final_mean(latent_pi, noises, eps_grad_hook, obs), self.value_net(latent_vf)
 
@@ -577,8 +414,8 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         """
         batch_size = (obs if isinstance(obs, th.Tensor) else next(iter(obs.values()))).shape[0]
         noises = self._noise_for(batch_size, deterministic)
-        traced_act = self.traced_act
-        if traced_act is not None and self.frozen_actor is None and isinstance(obs, th.Tensor) and not th.is_grad_enabled():
+        traced_act = self.traces.pick(self.traces.act, obs)
+        if traced_act is not None:
             # Drawn after the chain's noise, as torch's Normal.sample would (same generator, same order, same numbers).
             draw = th.zeros if deterministic else th.randn
             draws = draw((batch_size, self.action_dim), dtype=noises.dtype, device=noises.device)
@@ -606,7 +443,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         obs: PyTorchObs,
         actions: th.Tensor,
         noises: th.Tensor,
-        eps_grad_hook: Callable[[int, th.Tensor], None] | None = None,
+        eps_grad_hook: EpsGradHook | None = None,
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
         """
         Evaluate actions given the noise that produced them, through the whole denoising chain (with gradients).
@@ -615,7 +452,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         :param actions: Normalised actions (Box), or the actions as the rollout buffer stores them (floats, one
             column per sub-space)
         :param noises: The stored noise of those actions, shape ``(batch, *noise_shape)``
-        :param eps_grad_hook: See :meth:`NoiseConditionedChain.final_mean`
+        :param eps_grad_hook: See :meth:`~sb3_ncdpo.common.diffusion.DenoisingChain.final_mean`
         :return: estimated value, log likelihood of the actions given the noise, entropy of the final step
         """
         values, distribution = self.evaluate_distribution(obs, noises, eps_grad_hook=eps_grad_hook)
@@ -636,7 +473,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         self,
         obs: PyTorchObs,
         noises: th.Tensor,
-        eps_grad_hook: Callable[[int, th.Tensor], None] | None = None,
+        eps_grad_hook: EpsGradHook | None = None,
     ) -> tuple[th.Tensor, FinalDistribution]:
         """
         :meth:`evaluate_actions` before the log-likelihood: the value and the final-step distribution given the noise
@@ -644,7 +481,7 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
 
         :param obs: Observation
         :param noises: Stored noise, shape ``(batch, *noise_shape)``
-        :param eps_grad_hook: See :meth:`NoiseConditionedChain.final_mean`
+        :param eps_grad_hook: See :meth:`~sb3_ncdpo.common.diffusion.DenoisingChain.final_mean`
         :return: estimated value, final-step distribution given the noise
         """
         mean, values = self._final_mean_and_values(obs, noises, eps_grad_hook)
@@ -672,111 +509,6 @@ class DiffusionActorCriticPolicy(ActorCriticPolicy):
         distribution = self._get_action_dist_from_latent(latent_pi, noises, obs=observation)
         actions = distribution.get_actions(deterministic=deterministic)
         return actions.clamp(-1.0, 1.0) if isinstance(self.action_space, spaces.Box) else actions
-
-    # --- Partial fine-tuning (the steps k > n_finetuned_steps run a frozen copy of the actor) ---
-
-    def _make_frozen_actor(self) -> FrozenActor | None:
-        if self.n_finetuned_steps is None or self.n_finetuned_steps == self.chain.n_steps:
-            return None
-        policy_net = copy.deepcopy(self.mlp_extractor.policy_net)
-        return FrozenActor(copy.deepcopy(self.pi_features_extractor), policy_net, copy.deepcopy(self.denoiser))
-
-    def reset_frozen_actor(self) -> None:
-        """
-        Copy the current actor (observation encoder and denoiser) into the frozen copy that runs the steps
-        ``k > n_finetuned_steps``: call it after loading pre-trained weights into a policy built with
-        ``n_finetuned_steps``, so that the early steps are the pre-trained ones. No-op when every step is trained.
-        """
-        if self.frozen_actor is None:
-            return
-        self.frozen_actor.features_extractor.load_state_dict(self.pi_features_extractor.state_dict())
-        self.frozen_actor.policy_net.load_state_dict(self.mlp_extractor.policy_net.state_dict())
-        self.frozen_actor.denoiser.load_state_dict(self.denoiser.state_dict())
-
-    def _eps_model(self, latent_pi: th.Tensor, obs: PyTorchObs | None) -> EpsModel:
-        """
-        :param latent_pi: Conditioning features of the trained denoiser
-        :param obs: The observation (the frozen steps encode it with their own copy of the encoder)
-        :return: ``eps_model(x_k, k)`` for the whole chain: the trained denoiser for ``k <= n_finetuned_steps``, the
-            frozen copy for the earlier steps
-        """
-        n_steps = self.chain.n_steps
-        trained = self.denoiser.step_predictor(self.denoiser.project_condition(latent_pi), n_steps, self.time_projections())
-        if self.frozen_actor is None:
-            return trained
-        if obs is None:
-            raise ValueError("a policy with n_finetuned_steps < n_denoising_steps needs the observation for its frozen steps")
-        frozen_actor = self.frozen_actor
-        features = super(ActorCriticPolicy, self).extract_features(obs, frozen_actor.features_extractor)
-        frozen_cond = frozen_actor.denoiser.project_condition(frozen_actor.policy_net(features))
-        frozen = frozen_actor.denoiser.step_predictor(frozen_cond, n_steps)
-        n_trained = self.n_finetuned_steps
-
-        def eps_model(x: th.Tensor, k: int) -> th.Tensor:
-            return trained(x, k) if k <= n_trained else frozen(x, k)  # type: ignore[operator]
-
-        return eps_model
-
-    # --- The denoising steps as an MDP (DPPO) ---
-
-    @property
-    def trained_steps(self) -> int:
-        """``K'``: the number of trained denoising steps (the last ones), ``K`` unless ``n_finetuned_steps`` is set."""
-        return self.chain.n_steps if self.n_finetuned_steps is None else self.n_finetuned_steps
-
-    def sample_chain(self, obs: PyTorchObs, deterministic: bool = False) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
-        """
-        Sample actions and keep the whole denoising chain, for DPPO's rollouts.
-
-        :param obs: Observation
-        :param deterministic: Zero noise at every step and the mean of the final step
-        :return: ``(actions, values, chain, means)``: the normalised, unclipped actions ``x_0`` (batch, dim); the values;
-            the chain ``x_K, ..., x_1, x_0`` (batch, K + 1, dim), ``x_k`` at index ``K - k``; the mean of every step
-            ``mu(x_k, k, s)`` (batch, K, dim), step ``k`` at index ``K - k``, so that ``chain[:, i + 1]`` was drawn
-            around ``means[:, i]``
-        """
-        latent_pi, latent_vf = self._latents(obs)
-        values = self.value_net(latent_vf)
-        noises = self._noise_for(latent_pi.shape[0], deterministic)
-        if not th.is_grad_enabled() and self.frozen_actor is None:
-            # rollouts: same numbers, less overhead
-            inputs, means = self.traced_recorded_chain(latent_pi, noises, self.time_projections())
-        else:
-            inputs, means = record_chain(self.chain, self._eps_model(latent_pi, obs), noises)
-        distribution = self._final_distribution(means[:, -1])
-        actions = distribution.get_actions(deterministic=deterministic)
-        return actions, values, th.cat([inputs, actions[:, None]], dim=1), means
-
-    def step_stds(self) -> th.Tensor:
-        """
-        :return: The std each denoising step samples with, shape ``(K, dim)``, step ``k`` at row ``k - 1``: the
-            final-step std (learned or ``fixed_std``, floored at ``min_std``) for ``k = 1``, the chain's noise std
-            (floored at ``min_step_std``) for ``k >= 2``
-        """
-        final = self.final_std()
-        earlier = th.tensor(
-            [self.chain.noise_std(k) for k in range(2, self.chain.n_steps + 1)], dtype=final.dtype, device=final.device
-        )
-        return th.cat([final[None], earlier[:, None].expand(-1, final.shape[0])])
-
-    def denoising_step_means(self, obs: PyTorchObs, x_k: th.Tensor, steps: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-        """
-        The means ``mu_theta(x_k, k, s)`` of a batch of (observation, ``x_k``, ``k``) pairs with mixed steps, through
-        the trained denoiser in one batched call (with gradients), and the values of the observations.
-
-        :param obs: Observations, one per pair
-        :param x_k: The steps' inputs, shape ``(batch, dim)``
-        :param steps: The steps ``k``, each in ``1..n_finetuned_steps``, shape ``(batch,)``
-        :return: ``(values, means)``, shapes ``(batch, 1)`` and ``(batch, dim)``
-        """
-        latent_pi, latent_vf = self._latents(obs)
-        prediction = self.denoiser(x_k, steps, self.denoiser.project_condition(latent_pi))
-        means = th.zeros_like(x_k)
-        rows = steps[:, None]
-        for k in range(1, self.trained_steps + 1):
-            # The chain's coefficients are per-step Python floats: each step's rows take their own step's mean.
-            means = th.where(rows == k, self.chain.step_mean(x_k, prediction, k), means)
-        return self.value_net(latent_vf), means
 
 
 class CnnDiffusionPolicy(DiffusionActorCriticPolicy):

@@ -1,6 +1,6 @@
-"""Demonstrations (Minari), behaviour cloning and the pre-trained file that fine-tuning starts from."""
+"""Demonstrations (Minari) and behaviour cloning; the pre-trained folder they write is :mod:`sb3_ncdpo.common.pretrained`."""
 
-from sb3_ncdpo.pretrain.pretrained import (
+from sb3_ncdpo.common.pretrained import (
     FrozenRunningMeanStd,
     Pretrained,
     init_from_pretrained,

@@ -1,6 +1,6 @@
 """
 Behaviour cloning (``sb3-ncdpo pretrain``): pre-train a policy on a Minari dataset and write the pre-trained folder
-that fine-tuning starts from (:mod:`sb3_ncdpo.pretrain.pretrained`).
+that fine-tuning starts from (:mod:`sb3_ncdpo.common.pretrained`).
 
 A :class:`~sb3_ncdpo.common.policies.DiffusionActorCriticPolicy` is trained with the standard denoising loss (Ho et
 al., 2020) at uniformly random steps ``k``: with ``x_k = sqrt(abar_k) a + sqrt(1 - abar_k) eps``, the network's
@@ -27,8 +27,8 @@ from stable_baselines3.common.vec_env import VecNormalize
 from torch.nn import functional as F
 
 from sb3_ncdpo.common.policies import DiffusionActorCriticPolicy
+from sb3_ncdpo.common.pretrained import observation_normalizer, save_pretrained
 from sb3_ncdpo.pretrain.demos import Transitions, dataset_transitions, load_demos
-from sb3_ncdpo.pretrain.pretrained import observation_normalizer, save_pretrained
 
 POLICIES = ("diffusion", "gaussian")
 
@@ -100,24 +100,18 @@ def denoising_loss(
     policy: DiffusionActorCriticPolicy, observations: th.Tensor, actions: th.Tensor, generator: th.Generator | None = None
 ) -> th.Tensor:
     """
-    The diffusion policy's behaviour-cloning loss: mean squared error of its prediction at a uniformly random step.
+    The diffusion policy's behaviour-cloning loss: its chain's training loss
+    (:meth:`~sb3_ncdpo.common.diffusion.DenoisingChain.training_loss`; DDPM / DDIM: the denoising loss, mean squared
+    error of the prediction at a uniformly random step), the denoiser conditioned on the observations.
 
     :param policy: The policy
     :param observations: (Normalised) observations, ``(n, obs_dim)``
     :param actions: Actions in the policy's ``[-1, 1]`` space, ``(n, action_dim)``
-    :param generator: Random generator of the steps and noise (the global one by default)
+    :param generator: Random generator of the loss's draws (the global one by default)
     :return: The loss (a scalar)
     """
-    chain = policy.chain
-    n = actions.shape[0]
-    steps = th.randint(1, chain.n_steps + 1, (n,), generator=generator).to(actions.device)
-    noise = th.randn(actions.shape, generator=generator).to(actions)
-    alpha_bar = chain.alpha_bars.to(actions)[steps - 1].unsqueeze(-1)
-    noisy = alpha_bar.sqrt() * actions + (1 - alpha_bar).sqrt() * noise
     condition = policy.denoiser.project_condition(policy._actor_latent(observations))
-    prediction = policy.denoiser(noisy, steps, condition)
-    target = noise if chain.config.prediction_type == "epsilon" else actions
-    return F.mse_loss(prediction, target)
+    return policy.chain.training_loss(lambda noisy, steps: policy.denoiser(noisy, steps, condition), actions, generator)
 
 
 def gaussian_loss(policy: ActorCriticPolicy, observations: th.Tensor, actions: th.Tensor) -> th.Tensor:

@@ -4,14 +4,39 @@ log-probability of each trained denoising step; minibatches are drawn over (envi
 """
 
 from collections.abc import Generator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
+from stable_baselines3.common.type_aliases import TensorDict
 
-from sb3_ncdpo.common.type_aliases import DenoisingStepSamples, DictDenoisingStepSamples
+
+class DenoisingStepSamples(NamedTuple):
+    """A minibatch of (environment step, denoising step) pairs of DPPO's denoising MDP."""
+
+    observations: th.Tensor
+    x_k: th.Tensor  # the step's input x_k
+    x_prev: th.Tensor  # the step's output x_{k-1} (x_0: the executed, unclipped normalised action)
+    steps: th.Tensor  # k, in 1..K'
+    old_values: th.Tensor
+    old_log_prob: th.Tensor  # the step's log-probability at rollout time
+    advantages: th.Tensor  # the environment step's advantage
+    returns: th.Tensor
+
+
+class DictDenoisingStepSamples(NamedTuple):
+    """:class:`DenoisingStepSamples` with ``Dict`` observations."""
+
+    observations: TensorDict
+    x_k: th.Tensor
+    x_prev: th.Tensor
+    steps: th.Tensor
+    old_values: th.Tensor
+    old_log_prob: th.Tensor
+    advantages: th.Tensor
+    returns: th.Tensor
 
 
 class _ChainStorage:

@@ -1,5 +1,6 @@
 """
-The pre-trained file that fine-tuning starts from: a folder in Stable-Baselines3's own formats.
+The pre-trained folder that fine-tuning starts from, in Stable-Baselines3's own formats (the layer that the algorithms
+import: they load it; ``sb3_ncdpo.pretrain`` writes it).
 
 ``OUT/policy.pth`` is the policy saved by ``policy.save()`` (its weights and every constructor parameter, the
 denoising chain's settings included), ``OUT/vecnormalize.pkl`` the observation normalisation as a saved
@@ -9,6 +10,7 @@ Any algorithm on these policies starts from it with :func:`pretrained_policy_kwa
 """
 
 import json
+import pickle
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,31 +25,15 @@ from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize, unwrap_vec_normalize
 
+from sb3_ncdpo.common.policies import DiffusionActorCriticPolicy
+from sb3_ncdpo.common.policy_settings import CHAIN_DEFAULTS
+from sb3_ncdpo.version import __version__
+
 FORMAT_VERSION = 1
 POLICY_FILE = "policy.pth"
 NORMALIZATION_FILE = "vecnormalize.pkl"
 METADATA_FILE = "pretrain.json"
 
-#: Policy keyword arguments that may differ between pre-training and fine-tuning: they do not change what the
-#: pre-trained weights compute (the final-step std, clips and floors of the chain, the sampler, the optimizer).
-FINETUNE_OVERRIDABLE = frozenset(
-    {
-        "fixed_std",
-        "min_std",
-        "log_std_init",
-        "min_step_std",
-        "noise_clip",
-        "x0_clip",
-        "x0_clip_final",
-        "sampler",
-        "ddim_eta",
-        "optimizer_class",
-        "optimizer_kwargs",
-        "ortho_init",
-        # which steps are trained; the frozen copy of the others is the pre-trained actor (init_from_pretrained)
-        "n_finetuned_steps",
-    }
-)
 #: Constructor parameters that come from the environment or the algorithm, never from the file's kwargs.
 _NOT_KWARGS = ("observation_space", "action_space", "lr_schedule", "use_sde", "squash_output", "full_std", "use_expln")
 
@@ -137,8 +123,6 @@ def save_pretrained(path: str | Path, policy: BasePolicy, normalizer: VecNormali
     :param metadata: JSON-serialisable description of how it was made
     :return: The folder
     """
-    from sb3_ncdpo import __version__
-
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     policy.save(str(folder / POLICY_FILE))
@@ -194,15 +178,11 @@ def _read_policy_file(folder: Path, device: th.device | str = "cpu") -> dict[str
 
 
 def _policy_class(folder: Path) -> type[BasePolicy]:
-    from sb3_ncdpo.common.policies import DiffusionActorCriticPolicy
-
     data = _read_policy_file(folder)["data"]
     return DiffusionActorCriticPolicy if "n_denoising_steps" in data else ActorCriticPolicy
 
 
 def _load_normalizer(folder: Path) -> VecNormalize | None:
-    import pickle
-
     if not (folder / NORMALIZATION_FILE).exists():
         return None
     with open(folder / NORMALIZATION_FILE, "rb") as file:
@@ -224,7 +204,8 @@ def load_pretrained(path: str | Path, device: th.device | str = "auto") -> Pretr
 def pretrained_policy_kwargs(path: str | Path, policy_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """
     The policy keyword arguments that rebuild the pre-trained policy, with the fine-tuning overrides of
-    ``policy_kwargs`` (only the keys of :data:`FINETUNE_OVERRIDABLE`; others must equal the file's value).
+    ``policy_kwargs`` (only the keys of :meth:`DiffusionActorCriticPolicy.finetune_overridable_kwargs` of the file's
+    chain; others must equal the file's value).
 
     :param path: Pre-trained folder
     :param policy_kwargs: The user's policy keyword arguments
@@ -233,18 +214,19 @@ def pretrained_policy_kwargs(path: str | Path, policy_kwargs: dict[str, Any] | N
     """
     data = _read_policy_file(_check_folder(path))["data"]
     kwargs = {key: value for key, value in data.items() if key not in _NOT_KWARGS}
+    overridable = DiffusionActorCriticPolicy.finetune_overridable_kwargs(data.get("sampler", CHAIN_DEFAULTS.sampler))
     for key, value in (policy_kwargs or {}).items():
-        if key in FINETUNE_OVERRIDABLE or key not in kwargs:
-            if key not in FINETUNE_OVERRIDABLE:
+        if key in overridable or key not in kwargs:
+            if key not in overridable:
                 raise ValueError(
                     f"policy_kwargs[{key!r}] cannot be set when fine-tuning from {str(path)!r}: the pre-trained policy "
-                    f"fixes every key but {sorted(FINETUNE_OVERRIDABLE)}"
+                    f"fixes every key but {sorted(overridable)}"
                 )
             kwargs[key] = value
         elif not _same(kwargs[key], value):
             raise ValueError(
                 f"policy_kwargs[{key!r}]={value!r} differs from the pre-trained policy's {kwargs[key]!r} ({str(path)!r}); "
-                f"only {sorted(FINETUNE_OVERRIDABLE)} may change after pre-training"
+                f"only {sorted(overridable)} may change after pre-training"
             )
     return kwargs
 

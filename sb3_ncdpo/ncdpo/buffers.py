@@ -1,15 +1,34 @@
-"""Rollout buffers that also store the denoising noise ``xi`` of every transition (NCDPO's replayed noise)."""
+"""NCDPO's rollout buffers: SB3's, that also store the denoising noise ``xi`` of every transition (NCDPO's replayed noise)."""
 
 from collections.abc import Generator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
+from stable_baselines3.common.type_aliases import TensorDict
 from stable_baselines3.common.vec_env import VecNormalize
 
-from sb3_ncdpo.common.type_aliases import NoiseDictRolloutBufferSamples, NoiseRolloutBufferSamples
+
+class NoiseRolloutBufferSamples(NamedTuple):
+    observations: th.Tensor
+    actions: th.Tensor
+    old_values: th.Tensor
+    old_log_prob: th.Tensor
+    advantages: th.Tensor
+    returns: th.Tensor
+    noises: th.Tensor
+
+
+class NoiseDictRolloutBufferSamples(NamedTuple):
+    observations: TensorDict
+    actions: th.Tensor
+    old_values: th.Tensor
+    old_log_prob: th.Tensor
+    advantages: th.Tensor
+    returns: th.Tensor
+    noises: th.Tensor
 
 
 class _NoiseStorage:

@@ -1,0 +1,478 @@
+"""
+The base class of the on-policy algorithms on :class:`~sb3_ncdpo.common.policies.DiffusionActorCriticPolicy` (NCDPO,
+DPPO), as SB3's ``OnPolicyAlgorithm`` is A2C's and PPO's: argument checks, setup, the rollout loop (written once),
+starting from a pre-trained folder, critic warm-up, the BC reference policy, the pieces of PPO's clipped objective
+that both algorithms' ``train()`` use, and the logs they share.
+"""
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule
+from stable_baselines3.common.utils import FloatSchedule, explained_variance, obs_as_tensor
+from stable_baselines3.common.vec_env import VecEnv
+from torch.nn import functional as F
+
+from sb3_ncdpo.common.finetune import check_finetune_args, frozen_copy, train_critic_only
+from sb3_ncdpo.common.policies import CnnDiffusionPolicy, DiffusionActorCriticPolicy, MultiInputDiffusionPolicy
+from sb3_ncdpo.common.policy_settings import check_action_space, check_policy_kwargs
+from sb3_ncdpo.common.pretrained import init_from_pretrained, pretrained_policy_kwargs
+
+SelfOnPolicyDiffusionAlgorithm = TypeVar("SelfOnPolicyDiffusionAlgorithm", bound="OnPolicyDiffusionAlgorithm")
+
+
+@dataclass
+class TrainLog:
+    """What one ``train()`` call collects for the logger, minibatch by minibatch (SB3's PPO keys)."""
+
+    entropy_losses: list[float] = field(default_factory=list)
+    pg_losses: list[float] = field(default_factory=list)
+    value_losses: list[float] = field(default_factory=list)
+    clip_fractions: list[float] = field(default_factory=list)
+    grad_norms: list[float] = field(default_factory=list)
+    bc_losses: list[float] = field(default_factory=list)
+    #: The approximate KLs of the last epoch only (SB3's PPO logs those)
+    approx_kl_divs: list[np.ndarray] = field(default_factory=list)
+
+
+class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
+    """
+    The base class of PPO-style algorithms on a diffusion policy. A subclass sets ``rollout_buffer_classes`` and
+    implements :meth:`_rollout_buffer_kwargs` (what its buffer needs from the policy), :meth:`_policy_step` (what the
+    policy returns for an observation and the buffer stores) and ``train()``, as ``ppo.py`` does over
+    ``OnPolicyAlgorithm``. The constructor takes PPO's arguments with PPO's meaning (gSDE excepted) plus the
+    fine-tuning ones; see :class:`~sb3_ncdpo.NCDPO` for their documentation.
+
+    :param supported_action_spaces: The action spaces the algorithm supports (checked by SB3)
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpDiffusionPolicy": DiffusionActorCriticPolicy,
+        "CnnDiffusionPolicy": CnnDiffusionPolicy,
+        "MultiInputDiffusionPolicy": MultiInputDiffusionPolicy,
+        "MlpPolicy": DiffusionActorCriticPolicy,
+        "CnnPolicy": CnnDiffusionPolicy,
+        "MultiInputPolicy": MultiInputDiffusionPolicy,
+    }
+    #: Policy keyword arguments the algorithm uses unless ``policy_kwargs`` says otherwise
+    default_policy_kwargs: ClassVar[dict[str, Any]] = {}
+    #: The rollout buffer classes for ``Box`` (or any non-``Dict``) observations and for ``Dict`` observations
+    rollout_buffer_classes: ClassVar[tuple[type[RolloutBuffer], type[RolloutBuffer]]]
+    #: What ``batch_size`` counts, for its error message (empty: transitions)
+    batch_size_unit: ClassVar[str] = ""
+
+    policy: DiffusionActorCriticPolicy
+    reference_policy: DiffusionActorCriticPolicy
+
+    def __init__(
+        self,
+        policy: str | type[DiffusionActorCriticPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule,
+        n_steps: int,
+        batch_size: int,
+        n_epochs: int,
+        gamma: float,
+        gae_lambda: float,
+        clip_range: float | Schedule,
+        clip_range_vf: float | Schedule | None,
+        normalize_advantage: bool,
+        ent_coef: float,
+        vf_coef: float,
+        max_grad_norm: float,
+        rollout_buffer_class: type[RolloutBuffer] | None,
+        rollout_buffer_kwargs: dict[str, Any] | None,
+        target_kl: float | None,
+        stats_window_size: int,
+        tensorboard_log: str | None,
+        policy_kwargs: dict[str, Any] | None,
+        verbose: int,
+        seed: int | None,
+        device: th.device | str,
+        pretrained: str | None,
+        critic_warmup_iters: int,
+        bc_coef: float,
+        _init_setup_model: bool,
+        supported_action_spaces: tuple[type[spaces.Space], ...],
+    ):
+        # Everything that can be checked without the environment is checked before the environment is built.
+        check_finetune_args(critic_warmup_iters, bc_coef)
+        policy_class = self._get_policy_from_name(policy) if isinstance(policy, str) else policy
+        if not (isinstance(policy_class, type) and issubclass(policy_class, DiffusionActorCriticPolicy)):
+            raise ValueError(
+                f"policy must be a DiffusionActorCriticPolicy (or one of {sorted(self.policy_aliases)}), got {policy!r}; "
+                f"when loading a file, this means it was not saved by {type(self).__name__}"
+            )
+        policy_kwargs = {**self.default_policy_kwargs, **(policy_kwargs or {})}
+        if pretrained is not None:
+            policy_kwargs = pretrained_policy_kwargs(pretrained, policy_kwargs)
+        check_policy_kwargs(policy_kwargs)
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1{self.batch_size_unit}, got {batch_size!r}")
+        if normalize_advantage and batch_size == 1:
+            raise ValueError("batch_size must be > 1 when normalize_advantage=True (the advantage std of one sample is 0)")
+
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            ent_coef=ent_coef,
+            vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm,
+            use_sde=False,
+            sde_sample_freq=-1,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            _init_setup_model=False,
+            supported_action_spaces=supported_action_spaces,
+        )
+
+        if self.env is not None:
+            self._check_batch_size(batch_size, normalize_advantage)
+        self.batch_size = batch_size
+        self.n_epochs = n_epochs
+        self.clip_range = clip_range
+        self.clip_range_vf = clip_range_vf
+        self.normalize_advantage = normalize_advantage
+        self.target_kl = target_kl
+        self.pretrained = pretrained
+        self.critic_warmup_iters = critic_warmup_iters
+        self.bc_coef = bc_coef
+        self._n_iterations_trained = 0
+
+        if _init_setup_model:
+            self._setup_model()
+            self._load_pretrained()
+
+    @staticmethod
+    def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
+        # SB3 calls this right after making the env (and from set_env): the action space is checked before anything
+        # else is built, with a ValueError that names the supported spaces (SB3's own check is an assertion).
+        check_action_space(env.action_space)
+        return OnPolicyAlgorithm._wrap_env(env, verbose, monitor_wrapper)
+
+    def _check_batch_size(self, batch_size: int, normalize_advantage: bool) -> None:
+        """
+        :param batch_size: Minibatch size, in transitions
+        :param normalize_advantage: Whether advantages are normalised per minibatch
+        """
+        assert self.env is not None
+        buffer_size = self.env.num_envs * self.n_steps
+        if normalize_advantage and buffer_size < 2:
+            raise ValueError(f"n_steps * n_envs must be > 1 with normalize_advantage=True, got {self.n_steps} * {self.n_envs}")
+        self._check_minibatches(batch_size, buffer_size, f"n_steps * n_envs = {self.n_steps} * {self.env.num_envs}")
+
+    @staticmethod
+    def _check_minibatches(batch_size: int, n_samples: int, how_many: str, what: str = "the rollout buffer") -> None:
+        """
+        :param batch_size: Minibatch size
+        :param n_samples: Samples of a rollout
+        :param how_many: How ``n_samples`` is computed, for the messages
+        :param what: What the samples are, for the messages
+        :raises ValueError: if a rollout cannot fill one minibatch (warns if minibatches do not divide it)
+        """
+        if batch_size > n_samples:
+            raise ValueError(
+                f"batch_size={batch_size} is larger than {what} ({how_many} = {n_samples}): use batch_size <= {n_samples}"
+            )
+        if n_samples % batch_size > 0:
+            warnings.warn(
+                f"batch_size={batch_size} does not divide {what} ({how_many} = {n_samples}): every epoch ends "
+                f"with a truncated mini-batch of {n_samples % batch_size}"
+            )
+
+    def _rollout_buffer_kwargs(self) -> dict[str, Any]:
+        """:return: The keyword arguments the rollout buffer needs beyond SB3's (from the policy)"""
+        raise NotImplementedError
+
+    def _setup_model(self) -> None:
+        self._setup_lr_schedule()
+        self.set_random_seed(self.seed)
+        # The policy is built before the buffer because the buffer's shapes come from the policy.
+        self.policy = self.policy_class(  # type: ignore[assignment]
+            self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
+        )
+        self.policy = self.policy.to(self.device)
+        self._set_up_reference_policy()
+
+        if self.rollout_buffer_class is None:
+            plain, dict_observations = self.rollout_buffer_classes
+            self.rollout_buffer_class = dict_observations if isinstance(self.observation_space, spaces.Dict) else plain
+        self.rollout_buffer = self.rollout_buffer_class(  # type: ignore[call-arg]
+            self.n_steps,
+            self.observation_space,  # type: ignore[arg-type]
+            self.action_space,
+            device=self.device,
+            gamma=self.gamma,
+            gae_lambda=self.gae_lambda,
+            n_envs=self.n_envs,
+            **self._rollout_buffer_kwargs(),
+            **self.rollout_buffer_kwargs,
+        )
+
+        self.clip_range = FloatSchedule(self.clip_range)
+        if self.clip_range_vf is not None:
+            if isinstance(self.clip_range_vf, (float, int)) and self.clip_range_vf <= 0:
+                raise ValueError(f"clip_range_vf must be > 0, or None to deactivate value clipping, got {self.clip_range_vf}")
+            self.clip_range_vf = FloatSchedule(self.clip_range_vf)
+
+    # --- Rollouts ---
+
+    def _policy_step(self, obs_tensor: PyTorchObs) -> tuple[th.Tensor, th.Tensor, th.Tensor, dict[str, th.Tensor]]:
+        """
+        The policy's part of one rollout step (called without gradient).
+
+        :param obs_tensor: The observations of every env
+        :return: ``(actions, values, log_probs, extras)``: the actions in the policy's space (Box: normalised,
+            unclipped) with the action space's shape, the values, the log-probabilities the buffer stores, and what else
+            the buffer's ``add`` takes (by keyword)
+        """
+        raise NotImplementedError
+
+    def collect_rollouts(
+        self,
+        env: VecEnv,
+        callback: BaseCallback,
+        rollout_buffer: RolloutBuffer,
+        n_rollout_steps: int,
+    ) -> bool:
+        """
+        Collect experiences using the current policy and fill the rollout buffer. Same loop as SB3's
+        ``OnPolicyAlgorithm.collect_rollouts`` (and the same local names, for callbacks) except for the policy call
+        (:meth:`_policy_step`) and what ``add`` stores besides SB3's fields.
+
+        :param env: The training environment
+        :param callback: Callback that will be called at each step (and at the beginning and end of the rollout)
+        :param rollout_buffer: Buffer to fill with rollouts (one of ``rollout_buffer_classes``, or compatible)
+        :param n_rollout_steps: Number of experiences to collect per environment
+        :return: True if function returned with at least `n_rollout_steps` collected, False if callback terminated
+            rollout prematurely.
+        """
+        assert self._last_obs is not None, "No previous observation was provided"
+        # Switch to eval mode (this affects batch norm / dropout)
+        self.policy.set_training_mode(False)
+
+        n_steps = 0
+        rollout_buffer.reset()
+        callback.on_rollout_start()
+
+        while n_steps < n_rollout_steps:
+            with th.no_grad():
+                # Convert to pytorch tensor or to TensorDict
+                obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
+                actions_tensor, values, log_probs, rollout_extras = self._policy_step(obs_tensor)
+            actions = actions_tensor.cpu().numpy()
+
+            clipped_actions = actions
+            if isinstance(self.action_space, spaces.Box):
+                # The policy acts in [-1, 1]: clip the sample, then map it to the Box bounds
+                clipped_actions = self.policy.unscale_action(np.clip(actions, -1.0, 1.0))
+
+            new_obs, rewards, dones, infos = env.step(clipped_actions)
+
+            self.num_timesteps += env.num_envs
+
+            # Give access to local variables
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+
+            self._update_info_buffer(infos, dones)
+            n_steps += 1
+
+            # Handle timeout by bootstrapping with value function
+            # see GitHub issue #633
+            for idx, done in enumerate(dones):
+                if (
+                    done
+                    and infos[idx].get("terminal_observation") is not None
+                    and infos[idx].get("TimeLimit.truncated", False)
+                ):
+                    terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
+                    with th.no_grad():
+                        terminal_value = self.policy.predict_values(terminal_obs)[0]  # type: ignore[arg-type]
+                    rewards[idx] += self.gamma * terminal_value
+
+            rollout_buffer.add(
+                self._last_obs,  # type: ignore[arg-type]
+                actions,
+                rewards,
+                self._last_episode_starts,  # type: ignore[arg-type]
+                values,
+                log_probs,
+                **rollout_extras,
+            )
+            self._last_obs = new_obs  # type: ignore[assignment]
+            self._last_episode_starts = dones
+
+        with th.no_grad():
+            # Compute value for the last timestep
+            values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))  # type: ignore[arg-type]
+
+        rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
+
+        callback.update_locals(locals())
+
+        callback.on_rollout_end()
+
+        return True
+
+    # --- Fine-tuning: the pre-trained folder, critic warm-up, the BC reference ---
+
+    def _set_up_reference_policy(self) -> None:
+        # The BC regulariser's reference: the initial policy, replaced by the pre-trained one in _load_pretrained and
+        # restored from the saved file by load().
+        if self.bc_coef > 0:
+            self.reference_policy = frozen_copy(self.policy)
+
+    def _load_pretrained(self) -> None:
+        """Load the pre-trained folder's weights and observation statistics (if any); the reference policy follows."""
+        if self.pretrained is not None:
+            init_from_pretrained(self, self.pretrained)
+            self._set_up_reference_policy()
+
+    def _critic_warmup_step(self) -> bool:
+        """:return: Whether this iteration was a critic warm-up iteration (the critic trained, the actor frozen)"""
+        self._n_iterations_trained += 1
+        if self._n_iterations_trained > self.critic_warmup_iters:
+            return False
+        self._update_learning_rate(self.policy.optimizer)
+        train_critic_only(self.policy, self.rollout_buffer, self.n_epochs, self.batch_size, self.max_grad_norm, self.logger)
+        return True
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "reference_policy"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        state_dicts, tensors = super()._get_torch_save_params()
+        return ([*state_dicts, "reference_policy"] if self.bc_coef > 0 else state_dicts), tensors
+
+    # --- PPO's clipped objective, piece by piece (each train() reads as PPO's) ---
+
+    def _normalized(self, advantages: th.Tensor) -> th.Tensor:
+        """:return: The advantages normalised over the minibatch, if ``normalize_advantage`` (not for one sample)"""
+        # Normalization does not make sense if mini batchsize == 1, see GH issue #325
+        if self.normalize_advantage and len(advantages) > 1:
+            return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        return advantages
+
+    @staticmethod
+    def _clipped_surrogate(advantages: th.Tensor, ratio: th.Tensor, clip_range: float | th.Tensor) -> tuple[th.Tensor, float]:
+        """
+        :param advantages: The (normalised) advantages
+        :param ratio: ``pi_theta / pi_old`` of each sample
+        :param clip_range: A clip range, or one per sample
+        :return: PPO's clipped surrogate loss and the fraction of clipped ratios
+        """
+        policy_loss_1 = advantages * ratio
+        policy_loss_2 = advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)  # type: ignore[arg-type, operator]
+        policy_loss = -th.min(policy_loss_1, policy_loss_2).mean()
+        clip_fraction = th.mean((th.abs(ratio - 1) > clip_range).float()).item()
+        return policy_loss, clip_fraction
+
+    def _value_loss(self, values: th.Tensor, rollout_data: Any, clip_range_vf: float | None) -> th.Tensor:
+        """:return: The value loss on the TD(gae_lambda) targets, the change of value clipped to ``clip_range_vf``"""
+        if clip_range_vf is None:
+            # No clipping
+            values_pred = values
+        else:
+            # Clip the difference between old and new value
+            # NOTE: this depends on the reward scaling
+            values_pred = rollout_data.old_values + th.clamp(values - rollout_data.old_values, -clip_range_vf, clip_range_vf)
+        return F.mse_loss(rollout_data.returns, values_pred)
+
+    def _stops_early(self, log_prob: th.Tensor, old_log_prob: th.Tensor, epoch: int, log: TrainLog) -> bool:
+        """
+        Record the approximate KL of the minibatch and tell whether it exceeds ``1.5 * target_kl``.
+
+        :return: True if training must stop before this minibatch's step
+        """
+        # Calculate approximate form of reverse KL Divergence for early stopping
+        # see issue #417: https://github.com/DLR-RM/stable-baselines3/issues/417
+        # and discussion in PR #419: https://github.com/DLR-RM/stable-baselines3/pull/419
+        # and Schulman blog: http://joschu.net/blog/kl-approx.html
+        with th.no_grad():
+            log_ratio = log_prob - old_log_prob
+            approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio).cpu().numpy()
+            log.approx_kl_divs.append(approx_kl_div)
+        if self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
+            if self.verbose >= 1:
+                print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
+            return True
+        return False
+
+    def _optimizer_step(self, loss: th.Tensor, log: TrainLog) -> None:
+        """One gradient step on ``loss``, the gradient norm of all parameters clipped to ``max_grad_norm`` (logged)."""
+        self.policy.optimizer.zero_grad()
+        loss.backward()
+        # Clip grad norm
+        grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+        log.grad_norms.append(grad_norm.item())
+        self.policy.optimizer.step()
+
+    def _record_train(self, log: TrainLog, loss: th.Tensor, clip_range: float, clip_range_vf: float | None) -> None:
+        """Log what SB3's PPO logs after an update, the final-step std (Box) and the gradient norm and BC KL (if any)."""
+        explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
+        self.logger.record("train/entropy_loss", np.mean(log.entropy_losses))
+        self.logger.record("train/policy_gradient_loss", np.mean(log.pg_losses))
+        self.logger.record("train/value_loss", np.mean(log.value_losses))
+        self.logger.record("train/approx_kl", np.mean(log.approx_kl_divs))
+        self.logger.record("train/clip_fraction", np.mean(log.clip_fractions))
+        self.logger.record("train/loss", loss.item())
+        self.logger.record("train/explained_variance", explained_var)
+        if isinstance(self.action_space, spaces.Box):
+            self.logger.record("train/std", self.policy.final_std().mean().item())
+        if log.grad_norms:
+            self.logger.record("train/grad_norm", np.mean(log.grad_norms))
+        if log.bc_losses:
+            self.logger.record("train/bc_kl", np.mean(log.bc_losses))
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/clip_range", clip_range)
+        if clip_range_vf is not None:
+            self.logger.record("train/clip_range_vf", clip_range_vf)
+
+    def _clip_ranges(self) -> tuple[float, float | None]:
+        """:return: The clip range and the value clip range (``None``: no value clipping) at the current progress"""
+        clip_range = self.clip_range(self._current_progress_remaining)  # type: ignore[operator]
+        clip_range_vf = None
+        if self.clip_range_vf is not None:
+            clip_range_vf = self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
+        return clip_range, clip_range_vf
+
+    def learn(
+        self: SelfOnPolicyDiffusionAlgorithm,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str | None = None,
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfOnPolicyDiffusionAlgorithm:
+        """
+        SB3's ``learn``; ``tb_log_name`` defaults to the algorithm's name (``"NCDPO"``, ``"DPPO"``).
+        """
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=type(self).__name__ if tb_log_name is None else tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
