@@ -1,6 +1,6 @@
 """
 How the chain's clean-sample clip limits a categorical policy, measured on the one-step sector task
-(``tests/toy_envs.py::SectorEnv``: reward 1 for the action whose sector contains the observation; a policy that ignores
+(``sb3_ncdpo/toy_envs.py::SectorEnv``: reward 1 for the action whose sector contains the observation; a policy that ignores
 the observation scores ``1 / n``). The stochastic return is the policy's probability of the right action: with the
 logits clipped to ``[-c, c]`` it can never exceed ``e^{2c} / (e^{2c} + n - 1)`` (0.65 for n=5, 0.13 for n=50 at c=1).
 Prints, per chain setting, the stochastic and deterministic returns and the mean entropy after training, and writes the
@@ -20,9 +20,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_ncdpo import NCDPO
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from toy_envs import SectorEnv
+from sb3_ncdpo.toy_envs import SectorEnv
 
 SETTINGS = {
     "epsilon, x0_clip=1 at every step": dict(prediction_type="epsilon", x0_clip_final=True),

@@ -1,5 +1,5 @@
 """
-DPPO on the one-step target task of the tests (``tests/toy_envs.py::TargetEnv``: reward ``-|a - 0.8 (s0, -s1)|^2``; a
+DPPO on the one-step target task of the tests (``sb3_ncdpo/toy_envs.py::TargetEnv``: reward ``-|a - 0.8 (s0, -s1)|^2``; a
 policy that ignores the observation scores about -0.43, a random one about -1.3) with the settings of
 ``tests/test_dppo.py::test_target_env_learning``, for several DPPO settings and seeds. Prints the deterministic
 evaluation return after 8192 steps (the README's clip-schedule choice comes from this table).
@@ -7,17 +7,12 @@ evaluation return after 8192 steps (the README's clip-schedule choice comes from
     python benchmarks/dppo_target_task.py
 """
 
-import sys
-from pathlib import Path
-
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_ncdpo import DPPO
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from toy_envs import TargetEnv
+from sb3_ncdpo.toy_envs import TargetEnv
 
 POLICY_KWARGS = dict(n_denoising_steps=3, denoiser_hidden_sizes=[64, 64], net_arch=dict(pi=[], vf=[32]))
 SETTINGS = {

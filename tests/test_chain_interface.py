@@ -105,5 +105,7 @@ def test_behaviour_cloning_and_the_pretrained_folder_use_the_new_chain(tmp_path)
     model = DPPO("MlpPolicy", env, n_steps=16, batch_size=32, pretrained=str(tmp_path / "bc"), seed=0)
     assert isinstance(model.policy.chain, EulerFlowChain)
     model.learn(32)
-    model = NCDPO("MlpPolicy", env, n_steps=16, batch_size=16, pretrained=str(tmp_path / "bc"), policy_kwargs=dict(sampler="ddim"))
+    model = NCDPO(
+        "MlpPolicy", env, n_steps=16, batch_size=16, pretrained=str(tmp_path / "bc"), policy_kwargs=dict(sampler="ddim")
+    )
     assert isinstance(model.policy.chain, DDIMChain)

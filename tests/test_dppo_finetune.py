@@ -9,14 +9,14 @@ import torch as th
 import yaml
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
-from toy_envs import TargetEnv
 
 from sb3_ncdpo import DPPO
 from sb3_ncdpo.cli import main
+from sb3_ncdpo.common.pretrained import FrozenRunningMeanStd, load_pretrained, save_pretrained
 from sb3_ncdpo.compare import make_model
 from sb3_ncdpo.pretrain.bc import BCConfig, behaviour_cloning
 from sb3_ncdpo.pretrain.demos import Transitions
-from sb3_ncdpo.common.pretrained import FrozenRunningMeanStd, load_pretrained, save_pretrained
+from sb3_ncdpo.toy_envs import TargetEnv
 
 BC_KWARGS = dict(n_denoising_steps=4, denoiser_hidden_sizes=[64, 64], net_arch=dict(pi=[16], vf=[32]))
 

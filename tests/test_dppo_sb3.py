@@ -14,12 +14,12 @@ import yaml
 from stable_baselines3.common.vec_env import DummyVecEnv
 from test_save_load import cpu_state_dict, policy_outputs, sample_observations
 from test_sb3_generic import FlattenBatchNormDropoutExtractor, LocalsCallback
-from toy_envs import BoxEnv, DictBoxEnv
 
 from sb3_ncdpo import DPPO, DiffusionActorCriticPolicy
 from sb3_ncdpo.cli import default_config, main
 from sb3_ncdpo.compare import make_model as make_packaged_model
 from sb3_ncdpo.dppo.dppo import DEFAULT_POLICY_KWARGS
+from sb3_ncdpo.toy_envs import BoxEnv, DictBoxEnv
 from sb3_ncdpo.zoo import DPPO_SEARCH_SPACE, convert_dppo_params, hyperparams_file, register, sample_dppo_params
 
 N_STEPS = 16

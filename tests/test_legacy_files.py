@@ -43,4 +43,6 @@ def test_pretrained_folder_written_by_0_1_starts_fine_tuning_the_same(tmp_path):
     assert loaded.metadata["dataset_id"] == "fixture/random-v0" and loaded.vec_normalize is not None
     model = NCDPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, seed=0, pretrained=str(folder), device="cpu")
     obs = model.get_vec_normalize_env().normalize_obs(np.array(SAVED["observations"], dtype=np.float32))
-    np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], np.array(SAVED["predictions"]["ncdpo_from_pretrained"]))
+    np.testing.assert_array_equal(
+        model.predict(obs, deterministic=True)[0], np.array(SAVED["predictions"]["ncdpo_from_pretrained"])
+    )

@@ -8,9 +8,9 @@ from gymnasium import spaces
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.envs import BitFlippingEnv, FakeImageEnv
 from stable_baselines3.common.evaluation import evaluate_policy
-from toy_envs import TargetEnv
 
 from sb3_ncdpo import NCDPO, DiffusionActorCriticPolicy, NoiseDictRolloutBuffer, NoiseRolloutBuffer
+from sb3_ncdpo.toy_envs import TargetEnv
 
 SMALL = dict(n_denoising_steps=3, denoiser_hidden_sizes=[32, 32], net_arch=[16])
 

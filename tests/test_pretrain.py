@@ -14,10 +14,10 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_ncdpo import NCDPO
 from sb3_ncdpo.cli import main
+from sb3_ncdpo.common.pretrained import observation_normalizer
 from sb3_ncdpo.pretrain import FrozenRunningMeanStd, load_pretrained, pretrained_policy_kwargs, save_pretrained
 from sb3_ncdpo.pretrain.bc import BCConfig, bc_loss, behaviour_cloning
 from sb3_ncdpo.pretrain.demos import Transitions, collect_demos, dataset_transitions, load_demos
-from sb3_ncdpo.common.pretrained import observation_normalizer
 
 SMALL = dict(n_denoising_steps=5, denoiser_hidden_sizes=[64, 64], net_arch=dict(pi=[], vf=[32]))
 

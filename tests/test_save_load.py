@@ -14,10 +14,10 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from torch import nn
-from toy_envs import BoxEnv
 
 from sb3_ncdpo import NCDPO, DiffusionActorCriticPolicy
 from sb3_ncdpo.common.diffusion import ChainConfig
+from sb3_ncdpo.toy_envs import BoxEnv
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not th.cuda.is_available(), reason="CUDA not available"))]
 

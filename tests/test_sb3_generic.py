@@ -25,9 +25,9 @@ from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
-from toy_envs import HIGH, LOW, BoxEnv, DictBoxEnv, reward_of
 
 from sb3_ncdpo import NCDPO
+from sb3_ncdpo.toy_envs import HIGH, LOW, BoxEnv, DictBoxEnv, reward_of
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not th.cuda.is_available(), reason="CUDA not available"))]
 

@@ -1,4 +1,4 @@
-"""Small environments for the tests."""
+"""Small environments for the tests and the benchmarks (shipped like SB3's ``stable_baselines3.common.envs``)."""
 
 import gymnasium as gym
 import numpy as np
@@ -104,7 +104,7 @@ class SectorEnv(gym.Env):
 
     def __init__(self, n_actions: int = 5) -> None:
         self.observation_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
-        self.action_space = spaces.Discrete(n_actions)
+        self.action_space: spaces.Discrete = spaces.Discrete(n_actions)
         self._obs = np.zeros(2, np.float32)
 
     def target(self, obs: np.ndarray) -> int:

@@ -1,0 +1,132 @@
+"""
+``sb3-ncdpo compare``: NCDPO against SB3 PPO (or any algorithm of :data:`COMPARED`) at equal budgets.
+
+Every (algo, env, seed) run trains with the packaged ``hyperparams/<algo>.yml`` entry, in its own fresh process with
+torch pinned to one thread, and is evaluated on a schedule on a separate env (deterministic actions, VecNormalize
+statistics synced, rewards not normalised). A finished run is written to ``<out>/runs/<run>.csv`` (its evaluations)
+and ``<out>/runs/<run>.json`` (its settings), atomically; runs already finished with the same settings are reused, so
+an interrupted comparison continues where it stopped and a broken run never erases another one. From all finished
+runs the command writes ``<out>/results.csv`` (tidy: one row per evaluation), ``<out>/curves_<env>.png`` (IQM or
+mean over seeds with 95% stratified-bootstrap bands, from rliable) and ``<out>/summary.md``.
+
+Example::
+
+    sb3-ncdpo compare --env Pendulum-v1 --env Hopper-v5 --algos ncdpo ppo --seeds 3 --timesteps 100000 --out cmp
+"""
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sb3_ncdpo.common.policies import check_policy_kwargs
+from sb3_ncdpo.compare.reporting import report
+from sb3_ncdpo.compare.results import COMPARED, RunSpec
+from sb3_ncdpo.compare.runs import execute, pretrained_path
+from sb3_ncdpo.compare.stats import METRICS
+from sb3_ncdpo.zoo import ALGORITHMS, eval_policy_kwargs, load_hyperparams
+
+
+def _run_problem(algo: str, env_id: str, pretrained: str, check_folder: bool) -> str:
+    """:return: Why (algo, env) cannot run with these settings, or ``""``"""
+    try:
+        load_hyperparams(f"{algo}_finetune" if pretrained else algo, env_id)
+    except ValueError as error:
+        return f"--env {env_id} with --algos {algo}: {error}"
+    if not pretrained or not check_folder:
+        return ""
+    try:
+        folder = pretrained_path(pretrained, algo, env_id)
+    except (KeyError, IndexError, ValueError) as error:
+        return f"--pretrained {pretrained!r}: only {{env}}, {{algo}} and {{policy}} can be filled in ({error})"
+    if not (Path(folder) / "policy.pth").is_file():
+        return f"--pretrained: {folder} (for {algo} on {env_id}) is not a folder written by `sb3-ncdpo pretrain`"
+    return ""
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse and validate the command line (every check happens before anything runs)."""
+    parser = argparse.ArgumentParser(
+        prog="sb3-ncdpo compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--env", action="extend", nargs="+", required=True, help="env id(s); repeat or list several")
+    parser.add_argument("--algos", nargs="+", default=["ncdpo", "ppo"], help=f"algorithms, among {COMPARED}")
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds per (algo, env)")
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--seed-list", type=int, nargs="+", help="explicit seeds (instead of --seeds/--first-seed)")
+    parser.add_argument("--timesteps", type=int, required=True, help="training budget per run, in env steps")
+    parser.add_argument("--eval-freq", type=int, help="env steps between evaluations (default: timesteps / 10)")
+    parser.add_argument("--n-eval-episodes", type=int, default=10)
+    parser.add_argument("--n-jobs", type=int, default=1, help="runs in parallel processes")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--policy-kwargs", default="", help='overrides, a dict expression: "dict(n_denoising_steps=5)"')
+    parser.add_argument("--label", default="", help="name of this variant in the results (needs a single --algos)")
+    parser.add_argument(
+        "--pretrained",
+        default="",
+        help="fine-tune from pre-trained folders: a path template with {env}, {algo}, {policy} (gaussian for ppo, "
+        "diffusion otherwise), e.g. 'pretrained/{env}/{policy}'; uses hyperparams/<algo>_finetune.yml",
+    )
+    parser.add_argument("--metric", choices=METRICS, default="iqm", help="aggregate over seeds")
+    parser.add_argument("--out", type=Path, required=True, help="output directory (finished runs in it are reused)")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from finished runs, run nothing")
+    args = parser.parse_args(argv)
+    for name in ("seeds", "timesteps", "n_eval_episodes", "n_jobs", "threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be an int >= 1, got {getattr(args, name)}")
+    if args.eval_freq is None:
+        args.eval_freq = max(args.timesteps // 10, 1)
+    elif args.eval_freq < 1:
+        parser.error(f"--eval-freq must be an int >= 1, got {args.eval_freq}")
+    unknown = [a for a in args.algos if a not in COMPARED]
+    if unknown:
+        parser.error(f"--algos must be among {list(COMPARED)}, got {unknown}")
+    if args.label and len(args.algos) != 1:
+        parser.error(f"--label names one variant: give a single --algos, got {args.algos}")
+    if "__" in args.label:
+        parser.error(f"--label must not contain '__' (it separates the parts of run file names), got {args.label!r}")
+    try:
+        overrides = eval_policy_kwargs(args.policy_kwargs)
+        if set(args.algos) & set(ALGORITHMS):
+            check_policy_kwargs(overrides)
+    except Exception as error:
+        parser.error(f"--policy-kwargs: {error}")
+
+    for algo in args.algos:
+        for env_id in args.env:
+            problem = _run_problem(algo, env_id, args.pretrained, check_folder=not args.report_only)
+            if problem:
+                parser.error(problem)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """
+    :param argv: Arguments after ``compare`` (``sys.argv[1:]`` by default)
+    """
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    seeds = args.seed_list or list(range(args.first_seed, args.first_seed + args.seeds))
+    specs = [
+        RunSpec(
+            algo,
+            env_id,
+            seed,
+            args.timesteps,
+            args.eval_freq,
+            args.n_eval_episodes,
+            args.threads,
+            args.policy_kwargs,
+            args.label,
+            args.pretrained,
+        )
+        for env_id in args.env
+        for seed in seeds
+        for algo in args.algos
+    ]
+    failures = [] if args.report_only else execute(specs, args.out, args.n_jobs)
+    print(report(args.out, args.metric))
+    if failures:
+        lines = "\n".join(f"  {f.spec.name}: {f.error}" for f in failures)
+        sys.exit(f"{len(failures)} run(s) failed (finished runs are kept; re-run the command to retry):\n{lines}")

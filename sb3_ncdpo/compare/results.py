@@ -1,0 +1,113 @@
+"""
+The runs of a comparison and their files: :class:`RunSpec` names a run, a finished run lies in ``<out>/runs`` as
+``<run>.csv`` (its evaluations, :data:`FIELDS`) and ``<run>.json`` (its settings, written last), and
+:func:`load_rows` reads every finished run back.
+"""
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: Algorithms that ``compare`` can run, by name; each needs a packaged ``hyperparams/<name>.yml``.
+COMPARED = ("ncdpo", "dppo", "ppo")
+FIELDS = ["algo", "env", "seed", "timesteps", "eval_return_mean", "eval_return_std", "wall_time_s", "fps", "peak_rss_mb"]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """
+    One training run of a comparison.
+
+    :param algo: Algorithm name (one of :data:`COMPARED`)
+    :param env: Environment id (an entry of the algorithm's hyperparameter file)
+    :param seed: Seed of the model, the training env and (plus 10,000) the evaluation env
+    :param timesteps: Training budget in env steps
+    :param eval_freq: Env steps between two evaluations
+    :param n_eval_episodes: Episodes per evaluation
+    :param n_threads: Torch threads of the run
+    :param policy_kwargs: Overrides of the entry's ``policy_kwargs``, a Python dict expression (``nn`` and ``th``
+        in scope, as in rl-zoo3's files); ``""`` for none
+    :param label: Name of the variant in the results (default: ``algo``), so that variants of one algorithm (e.g.
+        several K) sit side by side in one comparison
+    :param pretrained: Fine-tune from pre-trained folders (``sb3-ncdpo pretrain``): a path template where ``{env}``,
+        ``{algo}`` and ``{policy}`` (``gaussian`` for PPO, ``diffusion`` otherwise) are filled in; the run then uses
+        the packaged fine-tuning hyperparameters (``<algo>_finetune.yml``) and is also evaluated at step 0.
+        ``""``: train from scratch
+    """
+
+    algo: str
+    env: str
+    seed: int
+    timesteps: int
+    eval_freq: int
+    n_eval_episodes: int
+    n_threads: int = 1
+    policy_kwargs: str = ""
+    label: str = ""
+    pretrained: str = ""
+
+    @property
+    def variant(self) -> str:
+        """The run's name in the results: its label, or its algorithm."""
+        return self.label or self.algo
+
+    @property
+    def name(self) -> str:
+        """File stem of the run in ``<out>/runs``."""
+        return f"{self.variant}__{file_stem(self.env)}__seed{self.seed}"
+
+
+def file_stem(env_id: str) -> str:
+    """:return: ``env_id`` usable in a file name (a namespaced id such as ``sb3_ncdpo/simple_spread_v3`` has a ``/``)"""
+    return env_id.replace("/", "-")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """
+    Write ``text`` to a temporary file next to ``path``, then rename it, so that ``path`` is never half-written.
+
+    :param path: File to write
+    :param text: Its content
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    """
+    :param rows: Evaluation rows, with the keys :data:`FIELDS`
+    :return: The rows as CSV text, with a header
+    """
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def finished_specs(out: Path) -> dict[str, RunSpec]:
+    """:return: The finished runs in ``out`` (those with their JSON written), by name"""
+    specs = {}
+    for path in sorted((out / "runs").glob("*.json")):
+        spec = RunSpec(**json.loads(path.read_text()))
+        if (out / "runs" / f"{spec.name}.csv").exists():
+            specs[spec.name] = spec
+    return specs
+
+
+def load_rows(out: Path) -> list[dict[str, Any]]:
+    """:return: Every evaluation row of the finished runs in ``out``, typed"""
+    rows = []
+    for spec in finished_specs(out).values():
+        with open(out / "runs" / f"{spec.name}.csv", newline="") as file:
+            for row in csv.DictReader(file):
+                typed: dict[str, Any] = {k: float(v) for k, v in row.items() if k not in ("algo", "env")}
+                typed.update(algo=row["algo"], env=row["env"], seed=int(row["seed"]), timesteps=int(row["timesteps"]))
+                rows.append(typed)
+    return rows

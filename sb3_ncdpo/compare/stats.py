@@ -1,0 +1,118 @@
+"""
+The statistics of a comparison: the metric over seeds (IQM or mean) with rliable's 95% stratified-bootstrap interval,
+the last evaluation of each run and the summary table built from them.
+"""
+
+import re
+import statistics
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from sb3_ncdpo.compare.results import COMPARED
+
+#: Aggregates over seeds that a comparison reports.
+METRICS = ("iqm", "mean")
+
+
+def iqm_or_mean(metric: str) -> Callable[[np.ndarray], float]:
+    """
+    :param metric: ``"iqm"`` or ``"mean"``
+    :return: rliable's aggregate of that metric, from an array of scores
+    """
+    from rliable import metrics
+
+    return metrics.aggregate_iqm if metric == "iqm" else metrics.aggregate_mean
+
+
+def interval(scores: np.ndarray, metric: str, reps: int = 5000) -> tuple[float, float, float]:
+    """
+    :param scores: Final returns, one per run
+    :param metric: ``"iqm"`` or ``"mean"``
+    :param reps: Bootstrap repetitions
+    :return: ``(point, low, high)``: the metric and its 95% stratified-bootstrap interval (rliable)
+    """
+
+    aggregate = iqm_or_mean(metric)
+    points, cis = seeded_interval_estimates({"x": scores.reshape(-1, 1)}, lambda s: np.array([aggregate(s)]), reps)
+    return float(points["x"][0]), float(cis["x"][0, 0]), float(cis["x"][1, 0])
+
+
+def seeded_interval_estimates(
+    scores: dict[str, np.ndarray], func: Callable[[np.ndarray], np.ndarray], reps: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """
+    rliable's stratified bootstrap with a fixed seed, so that a report is reproducible from the same runs.
+
+    :param scores: Scores of each algorithm, ``(runs, tasks)`` or ``(runs, tasks, points)``
+    :param func: Aggregate of one algorithm's scores, an array of one value per point
+    :param reps: Bootstrap repetitions
+    :return: ``(points, cis)``: per algorithm, the aggregate and its 95% interval (low and high rows)
+    """
+    from rliable import library as rly
+
+    with warnings.catch_warnings():
+        # rliable passes its RandomState to arch, which deprecates that argument (rliable 1.2, arch 7)
+        warnings.simplefilter("ignore", FutureWarning)
+        return rly.get_interval_estimates(scores, func, reps=reps, random_state=np.random.RandomState(0))
+
+
+def final_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:return: The last evaluation of each run"""
+    last: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["algo"], row["env"], row["seed"])
+        if key not in last or row["timesteps"] > last[key]["timesteps"]:
+            last[key] = row
+    return list(last.values())
+
+
+def algos_in_order(algos: set[str]) -> list[str]:
+    """:return: The algorithms of :data:`COMPARED` first, then variants in natural order (``ncdpo-K2`` < ``ncdpo-K10``)"""
+
+    def natural(name: str) -> list[Any]:
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+    return [a for a in COMPARED if a in algos] + sorted(algos - set(COMPARED), key=natural)
+
+
+def summary_table(rows: list[dict[str, Any]], metric: str = "iqm") -> str:
+    """
+    :param rows: Evaluation rows of finished runs
+    :param metric: ``"iqm"`` or ``"mean"``
+    :return: A markdown table: final return (metric with 95% CI), its ratio to PPO, fps and its ratio, peak memory
+    """
+    label = metric.upper() if metric == "iqm" else metric
+    lines = [
+        f"| env | algo | runs | timesteps | final return, {label} [95% CI] | {label} / PPO | fps (median) | fps / PPO "
+        "| peak RSS MB (median) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    finals = final_rows(rows)
+    for env_id in sorted({r["env"] for r in finals}):
+        by_algo = {
+            algo: [r for r in finals if r["env"] == env_id and r["algo"] == algo]
+            for algo in algos_in_order({r["algo"] for r in finals if r["env"] == env_id})
+        }
+        points = {a: interval(np.array([r["eval_return_mean"] for r in runs]), metric) for a, runs in by_algo.items()}
+        fps = {a: statistics.median(r["fps"] for r in runs) for a, runs in by_algo.items()}
+        # Returns of order one (GRF's, per agent) need two decimals to be told apart.
+        digits = 1 if max(abs(v) for values in points.values() for v in values) >= 10 else 2
+        for algo, runs in by_algo.items():
+            point, low, high = points[algo]
+            ratio, fps_ratio = "n/a", "n/a"
+            if "ppo" in points:
+                reference = points["ppo"][0]
+                # A ratio of returns means something only when both are positive (Pendulum's are negative).
+                ratio = f"{point / reference:.2f}" if point > 0 and reference > 0 else "n/a (returns ≤ 0)"
+                fps_ratio = f"{fps[algo] / fps['ppo']:.2f}"
+            timesteps = "/".join(str(t) for t in sorted({r["timesteps"] for r in runs}))
+            memory = statistics.median(r["peak_rss_mb"] for r in runs)
+            lines.append(
+                f"| {env_id} | {algo} | {len(runs)} | {timesteps} | {point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}] "
+                f"| {ratio} "
+                f"| {fps[algo]:.0f} | {fps_ratio} | {memory:.0f} |"
+            )
+    return "\n".join(lines)
