@@ -15,6 +15,9 @@ import runpy
 import sys
 from pathlib import Path
 
+from sb3_ncdpo.compare import main as compare
+from sb3_ncdpo.pretrain.bc import main as pretrain
+from sb3_ncdpo.pretrain.demos import main as collect_demos
 from sb3_ncdpo.registration import is_multiagent
 from sb3_ncdpo.zoo import ALGORITHMS, hyperparams_file, register
 
@@ -126,18 +129,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"usage: sb3-ncdpo {{{','.join(COMMANDS)}}} [flags] (rl-zoo3's flags, or compare's: --help); got {given}")
     command, zoo_args = args[0], args[1:]
     if command == "compare":
-        from sb3_ncdpo.compare import main as compare
-
         compare(zoo_args)
         return
     if command == "collect-demos":
-        from sb3_ncdpo.pretrain.demos import main as collect_demos
-
         collect_demos(zoo_args)
         return
     if command == "pretrain":
-        from sb3_ncdpo.pretrain.bc import main as pretrain
-
         pretrain(zoo_args)
         return
     register()

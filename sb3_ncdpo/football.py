@@ -1,7 +1,7 @@
 """
 Google Research Football (GRF) as a PettingZoo parallel env: the controlled players of a scenario are the agents.
 
-GRF (``pip install gfootball``, see the README's "Google Research Football" section) is an old-``gym`` env whose
+GRF (``pip install gfootball``, see docs/guide/usage.md, "Google Research Football") is an old-``gym`` env whose
 multi-agent mode returns stacked per-player arrays: observations ``(n_players, ...)``, rewards ``(n_players,)``, one
 ``done`` for all, a ``MultiDiscrete`` action. :class:`FootballParallelEnv` turns it into a PettingZoo parallel env
 (one agent per controlled player, ``Discrete(19)`` actions, gymnasium spaces), so that
@@ -46,7 +46,7 @@ def _gfootball(module: str = "gfootball.env") -> Any:
         return importlib.import_module(module)
     except ImportError as error:
         raise ImportError(
-            f"Google Research Football is not installed ({error}): run scripts/install-football.sh (README, "
+            f"Google Research Football is not installed ({error}): run scripts/install-football.sh (docs/guide/usage.md, "
             "'Google Research Football')"
         ) from error
 

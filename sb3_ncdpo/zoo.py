@@ -147,7 +147,7 @@ SEARCH_SPACE: dict[str, tuple[int, int] | tuple[float, float] | list[Any]] = {
     "batch_size_pow": (5, 7),  # never above n_steps_pow: every trial's batch fits its buffer
     "one_minus_gamma": (0.0001, 0.1),
     "one_minus_gae_lambda": (0.001, 0.1),
-    # Lower than PPO's range: the denoiser is unstable at PPO's rates (README, learning-rate note).
+    # Lower than PPO's range: the denoiser is unstable at PPO's rates (docs/algorithms/ncdpo.md, "Learning rate").
     "learning_rate": (1e-5, 1e-3),
     "ent_coef": (1e-8, 0.01),
     "clip_range": [0.1, 0.2, 0.3],

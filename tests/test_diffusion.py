@@ -250,7 +250,7 @@ def test_noise_shape_is_checked():
         (dict(n_denoising_steps=0), "n_denoising_steps must be an int >= 1"),
         (dict(n_denoising_steps=2.5), "n_denoising_steps must be an int >= 1"),
         (dict(n_denoising_steps=True), "n_denoising_steps must be an int >= 1"),
-        (dict(sampler="euler"), r"sampler must be one of \('ddpm', 'ddim'\), got 'euler'"),
+        (dict(sampler="heun"), r"sampler must be one of \('ddpm', 'ddim'(, '[a-z]+')*\), got 'heun'"),
         (dict(noise_schedule="sigmoid"), r"noise_schedule must be one of \('cosine', 'linear'\)"),
         (dict(ddim_eta=1.5), r"ddim_eta must be a float in \[0, 1\]"),
         (dict(ddim_eta=-0.1), r"ddim_eta must be a float in \[0, 1\]"),

@@ -304,7 +304,7 @@ gym.register("sb3_ncdpo_tests/DPPOCounting-v0", entry_point=CountingEnv)
         (dict(policy_kwargs=dict(n_finetuned_steps=0)), r"n_finetuned_steps must be an int in \[1, n_denoising_steps=10\]"),
         (dict(policy_kwargs=dict(n_denoising_steps=4, n_finetuned_steps=5)), r"n_finetuned_steps must be an int in \[1, "),
         (dict(policy_kwargs=dict(n_finetuned_steps=2.0)), "n_finetuned_steps must be an int"),
-        (dict(policy_kwargs=dict(sampler="dpm")), r"sampler must be one of \('ddpm', 'ddim'\), got 'dpm'"),
+        (dict(policy_kwargs=dict(sampler="dpm")), r"sampler must be one of \('ddpm', 'ddim'(, '[a-z]+')*\), got 'dpm'"),
         (dict(policy="NotAPolicy"), "Policy NotAPolicy unknown"),
     ],
 )

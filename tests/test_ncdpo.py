@@ -267,7 +267,7 @@ gym.register("sb3_ncdpo_tests/Counting-v0", entry_point=CountingEnv)
     [
         (dict(n_denoising_steps=0), "n_denoising_steps must be an int >= 1, got 0"),
         (dict(n_denoising_steps=2.0), "n_denoising_steps must be an int >= 1"),
-        (dict(sampler="dpm"), r"sampler must be one of \('ddpm', 'ddim'\), got 'dpm'"),
+        (dict(sampler="dpm"), r"sampler must be one of \('ddpm', 'ddim'(, '[a-z]+')*\), got 'dpm'"),
         (dict(noise_schedule="quadratic"), r"noise_schedule must be one of \('cosine', 'linear'\)"),
         (dict(ddim_eta=2.0), r"ddim_eta must be a float in \[0, 1\], got 2.0"),
         (dict(fixed_std=0.0), "fixed_std must be a float > 0"),

@@ -46,12 +46,10 @@ class TrainLog:
 class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
     """
     The base class of PPO-style algorithms on a diffusion policy. A subclass sets ``rollout_buffer_classes`` and
-    implements :meth:`_rollout_buffer_kwargs` (what its buffer needs from the policy), :meth:`_policy_step` (what the
-    policy returns for an observation and the buffer stores) and ``train()``, as ``ppo.py`` does over
-    ``OnPolicyAlgorithm``. The constructor takes PPO's arguments with PPO's meaning (gSDE excepted) plus the
-    fine-tuning ones; see :class:`~sb3_ncdpo.NCDPO` for their documentation.
-
-    :param supported_action_spaces: The action spaces the algorithm supports (checked by SB3)
+    ``supported_action_spaces`` and implements :meth:`_rollout_buffer_kwargs` (what its buffer needs from the policy),
+    :meth:`_policy_step` (what the policy returns for an observation and the buffer stores) and ``train()``, as
+    ``ppo.py`` does over ``OnPolicyAlgorithm``. The constructor takes PPO's arguments with PPO's meaning and defaults
+    (gSDE excepted) plus the fine-tuning ones: :class:`~sb3_ncdpo.NCDPO` documents them.
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
@@ -66,6 +64,8 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
     default_policy_kwargs: ClassVar[dict[str, Any]] = {}
     #: The rollout buffer classes for ``Box`` (or any non-``Dict``) observations and for ``Dict`` observations
     rollout_buffer_classes: ClassVar[tuple[type[RolloutBuffer], type[RolloutBuffer]]]
+    #: The action spaces the algorithm supports (checked by SB3)
+    supported_action_spaces: ClassVar[tuple[type[spaces.Space], ...]]
     #: What ``batch_size`` counts, for its error message (empty: transitions)
     batch_size_unit: ClassVar[str] = ""
 
@@ -76,32 +76,31 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
         self,
         policy: str | type[DiffusionActorCriticPolicy],
         env: GymEnv | str,
-        learning_rate: float | Schedule,
-        n_steps: int,
-        batch_size: int,
-        n_epochs: int,
-        gamma: float,
-        gae_lambda: float,
-        clip_range: float | Schedule,
-        clip_range_vf: float | Schedule | None,
-        normalize_advantage: bool,
-        ent_coef: float,
-        vf_coef: float,
-        max_grad_norm: float,
-        rollout_buffer_class: type[RolloutBuffer] | None,
-        rollout_buffer_kwargs: dict[str, Any] | None,
-        target_kl: float | None,
-        stats_window_size: int,
-        tensorboard_log: str | None,
-        policy_kwargs: dict[str, Any] | None,
-        verbose: int,
-        seed: int | None,
-        device: th.device | str,
-        pretrained: str | None,
-        critic_warmup_iters: int,
-        bc_coef: float,
-        _init_setup_model: bool,
-        supported_action_spaces: tuple[type[spaces.Space], ...],
+        learning_rate: float | Schedule = 3e-4,
+        n_steps: int = 2048,
+        batch_size: int = 64,
+        n_epochs: int = 10,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        clip_range: float | Schedule = 0.2,
+        clip_range_vf: float | Schedule | None = None,
+        normalize_advantage: bool = True,
+        ent_coef: float = 0.0,
+        vf_coef: float = 0.5,
+        max_grad_norm: float = 0.5,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
+        target_kl: float | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        pretrained: str | None = None,
+        critic_warmup_iters: int = 0,
+        bc_coef: float = 0.0,
+        _init_setup_model: bool = True,
     ):
         # Everything that can be checked without the environment is checked before the environment is built.
         check_finetune_args(critic_warmup_iters, bc_coef)
@@ -141,7 +140,7 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
             device=device,
             seed=seed,
             _init_setup_model=False,
-            supported_action_spaces=supported_action_spaces,
+            supported_action_spaces=self.supported_action_spaces,
         )
 
         if self.env is not None:
@@ -364,7 +363,77 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
         state_dicts, tensors = super()._get_torch_save_params()
         return ([*state_dicts, "reference_policy"] if self.bc_coef > 0 else state_dicts), tensors
 
-    # --- PPO's clipped objective, piece by piece (each train() reads as PPO's) ---
+    # --- PPO's update, written once: each algorithm gives its minibatch loss ---
+
+    def _minibatch_loss(
+        self, rollout_data: Any, minibatch: int, clip_range: float, clip_range_vf: float | None, log: TrainLog
+    ) -> tuple[th.Tensor, th.Tensor]:
+        """
+        :param rollout_data: A minibatch of the rollout buffer
+        :param minibatch: Its index in the epoch
+        :param clip_range: The clip range at the current progress
+        :param clip_range_vf: The value clip range (``None``: no value clipping)
+        :param log: Where the minibatch's statistics go
+        :return: The loss to minimise and the log-probabilities it used (for the KL early stop, against
+            ``rollout_data.old_log_prob``)
+        """
+        raise NotImplementedError
+
+    def _ppo_update(self) -> tuple[TrainLog, float]:
+        """
+        SB3's PPO update loop over :meth:`_minibatch_loss`: ``n_epochs`` passes over the rollout buffer, one gradient step
+        per minibatch, early stop at ``1.5 * target_kl``; then the logs.
+
+        :return: What the update logged, and the clip range it used
+        """
+        # Switch to train mode (this affects batch norm / dropout)
+        self.policy.set_training_mode(True)
+        # Update optimizer learning rate
+        self._update_learning_rate(self.policy.optimizer)
+        # Compute current clip range (and the value function's, None: no clipping)
+        clip_range = self.clip_range(self._current_progress_remaining)  # type: ignore[operator]
+        clip_range_vf = None
+        if self.clip_range_vf is not None:
+            clip_range_vf = self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
+        log = TrainLog()
+
+        continue_training = True
+        # train for n_epochs epochs
+        for epoch in range(self.n_epochs):
+            log.approx_kl_divs = []
+            # Do a complete pass on the rollout buffer
+            for minibatch, rollout_data in enumerate(self.rollout_buffer.get(self.batch_size)):
+                loss, log_prob = self._minibatch_loss(rollout_data, minibatch, clip_range, clip_range_vf, log)
+
+                # Calculate approximate form of reverse KL Divergence for early stopping
+                # see issue #417: https://github.com/DLR-RM/stable-baselines3/issues/417
+                # and discussion in PR #419: https://github.com/DLR-RM/stable-baselines3/pull/419
+                # and Schulman blog: http://joschu.net/blog/kl-approx.html
+                with th.no_grad():
+                    log_ratio = log_prob - rollout_data.old_log_prob
+                    approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio).cpu().numpy()
+                    log.approx_kl_divs.append(approx_kl_div)
+
+                if self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
+                    continue_training = False
+                    if self.verbose >= 1:
+                        print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
+                    break
+
+                # Optimization step
+                self.policy.optimizer.zero_grad()
+                loss.backward()
+                # Clip grad norm
+                grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                log.grad_norms.append(grad_norm.item())
+                self.policy.optimizer.step()
+
+            self._n_updates += 1
+            if not continue_training:
+                break
+
+        self._record_train(log, loss, clip_range, clip_range_vf)
+        return log, clip_range
 
     def _normalized(self, advantages: th.Tensor) -> th.Tensor:
         """:return: The advantages normalised over the minibatch, if ``normalize_advantage`` (not for one sample)"""
@@ -373,22 +442,43 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
             return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         return advantages
 
-    @staticmethod
-    def _clipped_surrogate(advantages: th.Tensor, ratio: th.Tensor, clip_range: float | th.Tensor) -> tuple[th.Tensor, float]:
+    def _ppo_loss(
+        self,
+        log_prob: th.Tensor,
+        entropy: th.Tensor | None,
+        values: th.Tensor,
+        advantages: th.Tensor,
+        rollout_data: Any,
+        clip_range: float | th.Tensor,
+        clip_range_vf: float | None,
+        log: TrainLog,
+    ) -> th.Tensor:
         """
-        :param advantages: The (normalised) advantages
-        :param ratio: ``pi_theta / pi_old`` of each sample
-        :param clip_range: A clip range, or one per sample
-        :return: PPO's clipped surrogate loss and the fraction of clipped ratios
+        PPO's loss on a minibatch: the clipped surrogate, the value loss and the entropy bonus (statistics to ``log``).
+
+        :param log_prob: The log-probabilities under the current policy
+        :param entropy: The entropies (``None``: approximated by ``-log_prob``)
+        :param values: The values, flat
+        :param advantages: The advantages (normalised, and scaled as the algorithm wants)
+        :param rollout_data: The minibatch (its ``old_log_prob``, ``old_values``, ``returns``)
+        :param clip_range: The clip range, or one per sample
+        :param clip_range_vf: The value clip range (``None``: no value clipping)
+        :param log: Where the statistics go
+        :return: ``policy_loss + ent_coef * entropy_loss + vf_coef * value_loss``
         """
+        # ratio between old and new policy, should be one at the first iteration
+        ratio = th.exp(log_prob - rollout_data.old_log_prob)
+
+        # clipped surrogate loss
         policy_loss_1 = advantages * ratio
         policy_loss_2 = advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)  # type: ignore[arg-type, operator]
         policy_loss = -th.min(policy_loss_1, policy_loss_2).mean()
-        clip_fraction = th.mean((th.abs(ratio - 1) > clip_range).float()).item()
-        return policy_loss, clip_fraction
 
-    def _value_loss(self, values: th.Tensor, rollout_data: Any, clip_range_vf: float | None) -> th.Tensor:
-        """:return: The value loss on the TD(gae_lambda) targets, the change of value clipped to ``clip_range_vf``"""
+        # Logging
+        log.pg_losses.append(policy_loss.item())
+        clip_fraction = th.mean((th.abs(ratio - 1) > clip_range).float()).item()
+        log.clip_fractions.append(clip_fraction)
+
         if clip_range_vf is None:
             # No clipping
             values_pred = values
@@ -396,36 +486,19 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
             # Clip the difference between old and new value
             # NOTE: this depends on the reward scaling
             values_pred = rollout_data.old_values + th.clamp(values - rollout_data.old_values, -clip_range_vf, clip_range_vf)
-        return F.mse_loss(rollout_data.returns, values_pred)
+        # Value loss using the TD(gae_lambda) target
+        value_loss = F.mse_loss(rollout_data.returns, values_pred)
+        log.value_losses.append(value_loss.item())
 
-    def _stops_early(self, log_prob: th.Tensor, old_log_prob: th.Tensor, epoch: int, log: TrainLog) -> bool:
-        """
-        Record the approximate KL of the minibatch and tell whether it exceeds ``1.5 * target_kl``.
+        # Entropy loss favor exploration
+        if entropy is None:
+            # Approximate entropy when no analytical form
+            entropy_loss = -th.mean(-log_prob)
+        else:
+            entropy_loss = -th.mean(entropy)
+        log.entropy_losses.append(entropy_loss.item())
 
-        :return: True if training must stop before this minibatch's step
-        """
-        # Calculate approximate form of reverse KL Divergence for early stopping
-        # see issue #417: https://github.com/DLR-RM/stable-baselines3/issues/417
-        # and discussion in PR #419: https://github.com/DLR-RM/stable-baselines3/pull/419
-        # and Schulman blog: http://joschu.net/blog/kl-approx.html
-        with th.no_grad():
-            log_ratio = log_prob - old_log_prob
-            approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio).cpu().numpy()
-            log.approx_kl_divs.append(approx_kl_div)
-        if self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
-            if self.verbose >= 1:
-                print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
-            return True
-        return False
-
-    def _optimizer_step(self, loss: th.Tensor, log: TrainLog) -> None:
-        """One gradient step on ``loss``, the gradient norm of all parameters clipped to ``max_grad_norm`` (logged)."""
-        self.policy.optimizer.zero_grad()
-        loss.backward()
-        # Clip grad norm
-        grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-        log.grad_norms.append(grad_norm.item())
-        self.policy.optimizer.step()
+        return policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
 
     def _record_train(self, log: TrainLog, loss: th.Tensor, clip_range: float, clip_range_vf: float | None) -> None:
         """Log what SB3's PPO logs after an update, the final-step std (Box) and the gradient norm and BC KL (if any)."""
@@ -447,14 +520,6 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
         self.logger.record("train/clip_range", clip_range)
         if clip_range_vf is not None:
             self.logger.record("train/clip_range_vf", clip_range_vf)
-
-    def _clip_ranges(self) -> tuple[float, float | None]:
-        """:return: The clip range and the value clip range (``None``: no value clipping) at the current progress"""
-        clip_range = self.clip_range(self._current_progress_remaining)  # type: ignore[operator]
-        clip_range_vf = None
-        if self.clip_range_vf is not None:
-            clip_range_vf = self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
-        return clip_range, clip_range_vf
 
     def learn(
         self: SelfOnPolicyDiffusionAlgorithm,

@@ -77,10 +77,11 @@ class DiffusionActorCriticPolicy(FrozenStepsMixin, DenoisingStepsMixin, ActorCri
     :param noise_schedule: ``"cosine"`` or ``"linear"``
     :param x0_clip: Clip of the predicted clean action at the steps ``k >= 2`` (``None``: no clip)
     :param x0_clip_final: Also clip it at the final step, whose output is the action mean. Off, the mean always
-        receives gradient but can leave the action bounds (measured no better for Box actions: see the README).
+        receives gradient but can leave the action bounds (measured no better for Box actions: docs/benchmarks/defaults.md).
         ``None`` (default): on for a Box, off for discrete actions, whose final mean is the logits: clipped to
         ``[-x0_clip, x0_clip]`` they would cap the probability of the best of ``n`` actions at
-        ``e^(2 x0_clip) / (e^(2 x0_clip) + n - 1)`` (0.65 for 5 actions at the default clip; measured in the README)
+        ``e^(2 x0_clip) / (e^(2 x0_clip) + n - 1)`` (0.65 for 5 actions at the default clip; measured: docs/algorithms/
+        ncdpo.md)
     :param noise_clip: Clip of the sampled normal draws (``None``: no clip)
     :param min_step_std: Floor of the std of the intermediate denoising steps
     :param prediction_type: What the denoiser predicts: ``"sample"`` (the clean action, default) or ``"epsilon"`` (the

@@ -14,9 +14,10 @@ from sb3_ncdpo.common.diffusion import ChainConfig
 from sb3_ncdpo.common.diffusion.denoiser import check_denoiser_sizes
 
 CHAIN_DEFAULTS = ChainConfig()
-#: Defaults of the policy that differ from the textbook chain's (ChainConfig's), chosen by measurement (README): the
-#: denoiser predicts the clean action, so that a fresh policy explores like SB3's Gaussian policy, and its MLP is
-#: 128-128 (as good as 256-256 on HalfCheetah-v5 at 100k steps, and the update costs ~30% less).
+#: Defaults of the policy that differ from the textbook chain's (ChainConfig's), chosen by measurement
+#: (docs/benchmarks/defaults.md): the denoiser predicts the clean action, so that a fresh policy explores like SB3's
+#: Gaussian policy, and its MLP is 128-128 (as good as 256-256 on HalfCheetah-v5 at 100k steps, and the update costs
+#: ~30% less).
 DEFAULT_PREDICTION_TYPE = "sample"
 DEFAULT_DENOISER_SIZES = (128, 128)
 DEFAULT_MIN_STD = 1e-3

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sb3_ncdpo.common.policies import check_policy_kwargs
+from sb3_ncdpo.common.policy_settings import check_policy_kwargs
 from sb3_ncdpo.compare.reporting import report
 from sb3_ncdpo.compare.results import COMPARED, RunSpec
 from sb3_ncdpo.compare.runs import execute, pretrained_path

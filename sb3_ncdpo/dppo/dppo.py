@@ -92,6 +92,7 @@ class DPPO(OnPolicyDiffusionAlgorithm):
 
     default_policy_kwargs = DEFAULT_POLICY_KWARGS
     rollout_buffer_classes = (ChainRolloutBuffer, ChainDictRolloutBuffer)
+    supported_action_spaces = (spaces.Box,)
     batch_size_unit = " (pairs of environment and denoising steps)"
     rollout_buffer: ChainRolloutBuffer | ChainDictRolloutBuffer  # type: ignore[assignment]
 
@@ -167,7 +168,6 @@ class DPPO(OnPolicyDiffusionAlgorithm):
             critic_warmup_iters=critic_warmup_iters,
             bc_coef=bc_coef,
             _init_setup_model=_init_setup_model,
-            supported_action_spaces=(spaces.Box,),
         )
 
     @staticmethod
@@ -221,67 +221,32 @@ class DPPO(OnPolicyDiffusionAlgorithm):
         """
         if self._critic_warmup_step():
             return
-        # Switch to train mode (this affects batch norm / dropout)
-        self.policy.set_training_mode(True)
-        # Update optimizer learning rate
-        self._update_learning_rate(self.policy.optimizer)
-        # Compute current clip range (of the final denoising step; and the value function's, None: no clipping)
-        clip_range, clip_range_vf = self._clip_ranges()
-        mdp, n_trained = self.denoising_mdp, self.policy.trained_steps
-        log = TrainLog()
+        _, clip_range = self._ppo_update()
+        n_trained, first_step = self.policy.trained_steps, th.tensor([self.policy.trained_steps], device=self.device)
+        self.logger.record(
+            "train/clip_range_first_step", self.denoising_mdp.clip_ranges(first_step, clip_range, n_trained).item()
+        )
 
-        continue_training = True
-        # train for n_epochs epochs
-        for epoch in range(self.n_epochs):
-            log.approx_kl_divs = []
-            # Do a complete pass on the (environment step, denoising step) pairs
-            for rollout_data in self.rollout_buffer.get(self.batch_size):
-                steps = rollout_data.steps
-                values, means = self.policy.denoising_step_means(rollout_data.observations, rollout_data.x_k, steps)
-                values = values.flatten()
-                stds = self.policy.step_stds()[steps - 1]
-                log_prob = mdp.log_prob(rollout_data.x_prev, means, stds)
-                entropy = mdp.entropy(stds)
-
-                # Normalize advantage (over the pairs), then discount it by the denoising step
-                advantages = self._normalized(rollout_data.advantages) * mdp.discount(steps)
-
-                # ratio between old and new policy of each denoising step, should be one at the first iteration
-                ratio = th.exp(log_prob - rollout_data.old_log_prob)
-
-                # clipped surrogate loss, with each step's own clip range
-                step_clip_range = mdp.clip_ranges(steps, clip_range, n_trained)
-                policy_loss, clip_fraction = self._clipped_surrogate(advantages, ratio, step_clip_range)
-                log.pg_losses.append(policy_loss.item())
-                log.clip_fractions.append(clip_fraction)
-
-                # Value loss using the TD(gae_lambda) target
-                value_loss = self._value_loss(values, rollout_data, clip_range_vf)
-                log.value_losses.append(value_loss.item())
-
-                # Entropy loss favor exploration
-                entropy_loss = -th.mean(entropy)
-                log.entropy_losses.append(entropy_loss.item())
-
-                loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
-                if self.bc_coef > 0:
-                    bc_loss = self._bc_kl(rollout_data, means, stds)
-                    log.bc_losses.append(bc_loss.item())
-                    loss = loss + self.bc_coef * bc_loss
-
-                if self._stops_early(log_prob, rollout_data.old_log_prob, epoch, log):
-                    continue_training = False
-                    break
-
-                self._optimizer_step(loss, log)
-
-            self._n_updates += 1
-            if not continue_training:
-                break
-
-        self._record_train(log, loss, clip_range, clip_range_vf)
-        first_step = th.tensor([n_trained], device=self.device)
-        self.logger.record("train/clip_range_first_step", mdp.clip_ranges(first_step, clip_range, n_trained).item())
+    def _minibatch_loss(
+        self, rollout_data: Any, minibatch: int, clip_range: float, clip_range_vf: float | None, log: TrainLog
+    ) -> tuple[th.Tensor, th.Tensor]:
+        # Each (environment step, denoising step) pair is one Gaussian step of the denoising MDP.
+        mdp, steps = self.denoising_mdp, rollout_data.steps
+        values, means = self.policy.denoising_step_means(rollout_data.observations, rollout_data.x_k, steps)
+        values = values.flatten()
+        stds = self.policy.step_stds()[steps - 1]
+        log_prob = mdp.log_prob(rollout_data.x_prev, means, stds)
+        entropy = mdp.entropy(stds)
+        # Normalize advantage (over the pairs), then discount it by the denoising step
+        advantages = self._normalized(rollout_data.advantages) * mdp.discount(steps)
+        # each step's own clip range
+        step_clip_range = mdp.clip_ranges(steps, clip_range, self.policy.trained_steps)
+        loss = self._ppo_loss(log_prob, entropy, values, advantages, rollout_data, step_clip_range, clip_range_vf, log)
+        if self.bc_coef > 0:
+            bc_loss = self._bc_kl(rollout_data, means, stds)
+            log.bc_losses.append(bc_loss.item())
+            loss = loss + self.bc_coef * bc_loss
+        return loss, log_prob
 
     def _bc_kl(self, rollout_data: Any, means: th.Tensor, stds: th.Tensor) -> th.Tensor:
         """

@@ -2,12 +2,10 @@ import math
 from typing import Any
 
 import torch as th
-from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.distributions import Distribution, kl_divergence
-from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, Schedule
+from stable_baselines3.common.type_aliases import PyTorchObs
 
 from sb3_ncdpo.common.on_policy_diffusion_algorithm import OnPolicyDiffusionAlgorithm, TrainLog
-from sb3_ncdpo.common.policies import DiffusionActorCriticPolicy
 from sb3_ncdpo.common.policy_settings import SUPPORTED_ACTION_SPACES
 from sb3_ncdpo.ncdpo.buffers import NoiseDictRolloutBuffer, NoiseRolloutBuffer
 
@@ -70,68 +68,9 @@ class NCDPO(OnPolicyDiffusionAlgorithm):
     """
 
     rollout_buffer_classes = (NoiseRolloutBuffer, NoiseDictRolloutBuffer)
+    supported_action_spaces = SUPPORTED_ACTION_SPACES
     rollout_buffer: NoiseRolloutBuffer | NoiseDictRolloutBuffer  # type: ignore[assignment]
-
-    def __init__(
-        self,
-        policy: str | type[DiffusionActorCriticPolicy],
-        env: GymEnv | str,
-        learning_rate: float | Schedule = 3e-4,
-        n_steps: int = 2048,
-        batch_size: int = 64,
-        n_epochs: int = 10,
-        gamma: float = 0.99,
-        gae_lambda: float = 0.95,
-        clip_range: float | Schedule = 0.2,
-        clip_range_vf: float | Schedule | None = None,
-        normalize_advantage: bool = True,
-        ent_coef: float = 0.0,
-        vf_coef: float = 0.5,
-        max_grad_norm: float = 0.5,
-        rollout_buffer_class: type[RolloutBuffer] | None = None,
-        rollout_buffer_kwargs: dict[str, Any] | None = None,
-        target_kl: float | None = None,
-        stats_window_size: int = 100,
-        tensorboard_log: str | None = None,
-        policy_kwargs: dict[str, Any] | None = None,
-        verbose: int = 0,
-        seed: int | None = None,
-        device: th.device | str = "auto",
-        pretrained: str | None = None,
-        critic_warmup_iters: int = 0,
-        bc_coef: float = 0.0,
-        _init_setup_model: bool = True,
-    ):
-        super().__init__(
-            policy,
-            env,
-            learning_rate=learning_rate,
-            n_steps=n_steps,
-            batch_size=batch_size,
-            n_epochs=n_epochs,
-            gamma=gamma,
-            gae_lambda=gae_lambda,
-            clip_range=clip_range,
-            clip_range_vf=clip_range_vf,
-            normalize_advantage=normalize_advantage,
-            ent_coef=ent_coef,
-            vf_coef=vf_coef,
-            max_grad_norm=max_grad_norm,
-            rollout_buffer_class=rollout_buffer_class,
-            rollout_buffer_kwargs=rollout_buffer_kwargs,
-            target_kl=target_kl,
-            stats_window_size=stats_window_size,
-            tensorboard_log=tensorboard_log,
-            policy_kwargs=policy_kwargs,
-            verbose=verbose,
-            seed=seed,
-            device=device,
-            pretrained=pretrained,
-            critic_warmup_iters=critic_warmup_iters,
-            bc_coef=bc_coef,
-            _init_setup_model=_init_setup_model,
-            supported_action_spaces=SUPPORTED_ACTION_SPACES,
-        )
+    _step_grads: dict[int, th.Tensor]
 
     def _rollout_buffer_kwargs(self) -> dict[str, Any]:
         return {"noise_shape": self.policy.noise_shape}
@@ -148,78 +87,40 @@ class NCDPO(OnPolicyDiffusionAlgorithm):
         """
         if self._critic_warmup_step():
             return
-        # Switch to train mode (this affects batch norm / dropout)
-        self.policy.set_training_mode(True)
-        # Update optimizer learning rate
-        self._update_learning_rate(self.policy.optimizer)
-        # Compute current clip range (and the value function's, None: no clipping)
-        clip_range, clip_range_vf = self._clip_ranges()
-        log = TrainLog()
         # Squared norm of d(loss)/d(eps prediction) at the first (k = K) and last (k = 1) denoising steps, kept on the
         # policy's device until the end of train() so that the hook adds no device synchronisation. Measured on the
         # first minibatch of each epoch only: the hooks cost ~7% of an update when registered on every minibatch.
-        step_grads = {1: th.zeros((), device=self.device), self.policy.chain.n_steps: th.zeros((), device=self.device)}
-
-        def record_step_grad(k: int, grad: th.Tensor) -> None:
-            if k in step_grads:
-                step_grads[k] = step_grads[k] + grad.detach().pow(2).sum()
-
-        continue_training = True
-        # train for n_epochs epochs
-        for epoch in range(self.n_epochs):
-            log.approx_kl_divs = []
-            # Do a complete pass on the rollout buffer
-            for minibatch, rollout_data in enumerate(self.rollout_buffer.get(self.batch_size)):
-                values, distribution = self.policy.evaluate_distribution(
-                    rollout_data.observations,
-                    rollout_data.noises,
-                    eps_grad_hook=record_step_grad if minibatch == 0 else None,
-                )
-                log_prob = self.policy.final_log_prob(distribution, rollout_data.actions)
-                entropy = distribution.entropy()
-                values = values.flatten()
-                advantages = self._normalized(rollout_data.advantages)
-
-                # ratio between old and new policy (same noise), should be one at the first iteration
-                ratio = th.exp(log_prob - rollout_data.old_log_prob)
-
-                # clipped surrogate loss
-                policy_loss, clip_fraction = self._clipped_surrogate(advantages, ratio, clip_range)
-                log.pg_losses.append(policy_loss.item())
-                log.clip_fractions.append(clip_fraction)
-
-                # Value loss using the TD(gae_lambda) target
-                value_loss = self._value_loss(values, rollout_data, clip_range_vf)
-                log.value_losses.append(value_loss.item())
-
-                # Entropy loss favor exploration
-                if entropy is None:
-                    # Approximate entropy when no analytical form
-                    entropy_loss = -th.mean(-log_prob)
-                else:
-                    entropy_loss = -th.mean(entropy)
-                log.entropy_losses.append(entropy_loss.item())
-
-                loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
-                loss = loss + self._bc_regulariser(distribution, rollout_data.observations, rollout_data.noises, log)
-
-                if self._stops_early(log_prob, rollout_data.old_log_prob, epoch, log):
-                    continue_training = False
-                    break
-
-                self._optimizer_step(loss, log)
-
-            self._n_updates += 1
-            if not continue_training:
-                break
-
-        self._record_train(log, loss, clip_range, clip_range_vf)
+        n_steps = self.policy.chain.n_steps
+        self._step_grads = {1: th.zeros((), device=self.device), n_steps: th.zeros((), device=self.device)}
+        log, _ = self._ppo_update()
         if log.grad_norms:
             # Gradient that reaches the first denoising step (k = K) relative to the last one (k = 1): a value near
             # 0 means the early steps get almost no learning signal through the chain.
-            first, last = math.sqrt(step_grads[self.policy.chain.n_steps].item()), math.sqrt(step_grads[1].item())
+            first, last = math.sqrt(self._step_grads[n_steps].item()), math.sqrt(self._step_grads[1].item())
             self.logger.record("train/eps_grad_norm_first_step", first)
             self.logger.record("train/eps_grad_ratio_first_last", first / last if last > 0 else float("nan"))
+
+    def _minibatch_loss(
+        self, rollout_data: Any, minibatch: int, clip_range: float, clip_range_vf: float | None, log: TrainLog
+    ) -> tuple[th.Tensor, th.Tensor]:
+        # The chain recomputed from the stored noise, with autograd through every step: log pi(a | s, noise).
+        values, distribution = self.policy.evaluate_distribution(
+            rollout_data.observations,
+            rollout_data.noises,
+            eps_grad_hook=self._record_step_grad if minibatch == 0 else None,
+        )
+        log_prob = self.policy.final_log_prob(distribution, rollout_data.actions)
+        entropy = distribution.entropy()
+        values = values.flatten()
+        advantages = self._normalized(rollout_data.advantages)
+        loss = self._ppo_loss(log_prob, entropy, values, advantages, rollout_data, clip_range, clip_range_vf, log)
+        loss = loss + self._bc_regulariser(distribution, rollout_data.observations, rollout_data.noises, log)
+        return loss, log_prob
+
+    def _record_step_grad(self, k: int, grad: th.Tensor) -> None:
+        """Gradient hook of the prediction at step ``k``: its squared norm added to the first or last step's."""
+        if k in self._step_grads:
+            self._step_grads[k] = self._step_grads[k] + grad.detach().pow(2).sum()
 
     def _bc_regulariser(
         self, distribution: Distribution, observations: PyTorchObs, noises: th.Tensor, log: TrainLog

@@ -27,8 +27,10 @@ from stable_baselines3.common.vec_env import VecNormalize
 from torch.nn import functional as F
 
 from sb3_ncdpo.common.policies import DiffusionActorCriticPolicy
+from sb3_ncdpo.common.policy_settings import check_policy_kwargs
 from sb3_ncdpo.common.pretrained import observation_normalizer, save_pretrained
 from sb3_ncdpo.pretrain.demos import Transitions, dataset_transitions, load_demos
+from sb3_ncdpo.zoo import eval_policy_kwargs
 
 POLICIES = ("diffusion", "gaussian")
 
@@ -179,7 +181,8 @@ def split_episodes(episode_ids: np.ndarray, val_fraction: float, seed: int) -> t
 #: What a diffusion policy cloned from demonstrations predicts by default: the noise, the standard denoising loss of
 #: behaviour cloning. Measured on the bimodal test (tests/test_pretrain.py): epsilon kept 44 % / 47 % of the samples
 #: near the two modes and 6 % between them, sample-prediction 37 % / 41 % and 15 %. (Training from scratch defaults to
-#: sample-prediction for exploration reasons that do not apply to a cloned policy: README, exploration note.)
+#: sample-prediction for exploration reasons that do not apply to a cloned policy: docs/algorithms/ncdpo.md,
+#: "Exploration note".)
 BC_PREDICTION_TYPE = "epsilon"
 
 
@@ -378,13 +381,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         )
     except ValueError as error:
         parser.error(str(error))
-    from sb3_ncdpo.zoo import eval_policy_kwargs
-
     try:
         args.policy_kwargs = eval_policy_kwargs(args.policy_kwargs)
         if args.policy == "diffusion":
-            from sb3_ncdpo.common.policies import check_policy_kwargs
-
             check_policy_kwargs(args.policy_kwargs)
     except Exception as error:
         parser.error(f"--policy-kwargs: {error}")

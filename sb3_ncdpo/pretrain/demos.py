@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 
+from sb3_ncdpo.zoo import ALGORITHMS, eval_policy_kwargs
+
 
 def algorithm_classes() -> dict[str, type[BaseAlgorithm]]:
     """
@@ -25,8 +27,6 @@ def algorithm_classes() -> dict[str, type[BaseAlgorithm]]:
         (sb3-contrib's included) when it is installed
     """
     from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
-
-    from sb3_ncdpo.zoo import ALGORITHMS
 
     classes: dict[str, type[BaseAlgorithm]] = {"a2c": A2C, "ddpg": DDPG, "dqn": DQN, "ppo": PPO, "sac": SAC, "td3": TD3}
     try:
@@ -222,8 +222,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     """
     :param argv: Arguments after ``collect-demos`` (``sys.argv[1:]`` by default)
     """
-    from sb3_ncdpo.zoo import eval_policy_kwargs
-
     args = parse_args(sys.argv[1:] if argv is None else argv)
     dataset = collect_demos(
         args.model,
