@@ -1,12 +1,11 @@
 """
 The base class of the on-policy algorithms on :class:`~sb3_ncdpo.common.policies.DiffusionActorCriticPolicy` (NCDPO,
 DPPO), as SB3's ``OnPolicyAlgorithm`` is A2C's and PPO's: argument checks, setup, the rollout loop (written once),
-starting from a pre-trained folder, critic warm-up, the BC reference policy, the pieces of PPO's clipped objective
-that both algorithms' ``train()`` use, and the logs they share.
+starting from a pre-trained folder, critic warm-up, the BC reference policy, and PPO's update loop and loss (written
+once: each algorithm gives its minibatch loss).
 """
 
 import warnings
-from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -25,29 +24,17 @@ from sb3_ncdpo.common.finetune import check_finetune_args, frozen_copy, train_cr
 from sb3_ncdpo.common.policies import CnnDiffusionPolicy, DiffusionActorCriticPolicy, MultiInputDiffusionPolicy
 from sb3_ncdpo.common.policy_settings import check_action_space, check_policy_kwargs
 from sb3_ncdpo.common.pretrained import init_from_pretrained, pretrained_policy_kwargs
+from sb3_ncdpo.common.train_log import TrainLog
 
 SelfOnPolicyDiffusionAlgorithm = TypeVar("SelfOnPolicyDiffusionAlgorithm", bound="OnPolicyDiffusionAlgorithm")
-
-
-@dataclass
-class TrainLog:
-    """What one ``train()`` call collects for the logger, minibatch by minibatch (SB3's PPO keys)."""
-
-    entropy_losses: list[float] = field(default_factory=list)
-    pg_losses: list[float] = field(default_factory=list)
-    value_losses: list[float] = field(default_factory=list)
-    clip_fractions: list[float] = field(default_factory=list)
-    grad_norms: list[float] = field(default_factory=list)
-    bc_losses: list[float] = field(default_factory=list)
-    #: The approximate KLs of the last epoch only (SB3's PPO logs those)
-    approx_kl_divs: list[np.ndarray] = field(default_factory=list)
 
 
 class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
     """
     The base class of PPO-style algorithms on a diffusion policy. A subclass sets ``rollout_buffer_classes`` and
     ``supported_action_spaces`` and implements :meth:`_rollout_buffer_kwargs` (what its buffer needs from the policy),
-    :meth:`_policy_step` (what the policy returns for an observation and the buffer stores) and ``train()``, as
+    :meth:`_policy_step` (what the policy returns for an observation and the buffer stores), :meth:`_minibatch_loss`
+    (its loss, usually through :meth:`_ppo_loss`) and ``train()`` (warm-up, :meth:`_ppo_update`, its own logs), as
     ``ppo.py`` does over ``OnPolicyAlgorithm``. The constructor takes PPO's arguments with PPO's meaning and defaults
     (gSDE excepted) plus the fine-tuning ones: :class:`~sb3_ncdpo.NCDPO` documents them.
     """
@@ -432,7 +419,9 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
             if not continue_training:
                 break
 
-        self._record_train(log, loss, clip_range, clip_range_vf)
+        explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
+        final_std = self.policy.final_std().mean().item() if isinstance(self.action_space, spaces.Box) else None
+        log.record(self.logger, loss, explained_var, final_std, self._n_updates, clip_range, clip_range_vf)
         return log, clip_range
 
     def _normalized(self, advantages: th.Tensor) -> th.Tensor:
@@ -499,27 +488,6 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
         log.entropy_losses.append(entropy_loss.item())
 
         return policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
-
-    def _record_train(self, log: TrainLog, loss: th.Tensor, clip_range: float, clip_range_vf: float | None) -> None:
-        """Log what SB3's PPO logs after an update, the final-step std (Box) and the gradient norm and BC KL (if any)."""
-        explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
-        self.logger.record("train/entropy_loss", np.mean(log.entropy_losses))
-        self.logger.record("train/policy_gradient_loss", np.mean(log.pg_losses))
-        self.logger.record("train/value_loss", np.mean(log.value_losses))
-        self.logger.record("train/approx_kl", np.mean(log.approx_kl_divs))
-        self.logger.record("train/clip_fraction", np.mean(log.clip_fractions))
-        self.logger.record("train/loss", loss.item())
-        self.logger.record("train/explained_variance", explained_var)
-        if isinstance(self.action_space, spaces.Box):
-            self.logger.record("train/std", self.policy.final_std().mean().item())
-        if log.grad_norms:
-            self.logger.record("train/grad_norm", np.mean(log.grad_norms))
-        if log.bc_losses:
-            self.logger.record("train/bc_kl", np.mean(log.bc_losses))
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/clip_range", clip_range)
-        if clip_range_vf is not None:
-            self.logger.record("train/clip_range_vf", clip_range_vf)
 
     def learn(
         self: SelfOnPolicyDiffusionAlgorithm,

@@ -273,7 +273,6 @@ class DiffusionActorCriticPolicy(FrozenStepsMixin, DenoisingStepsMixin, ActorCri
         # overhead. The traced modules are held by non-Module wrappers, so they are not submodules of the policy.
         encoders = (self.features_extractor, self.pi_features_extractor, self.vf_features_extractor, self.mlp_extractor)
         self.traces = PolicyTraces(self, encoders, gaussian=isinstance(self.action_space, spaces.Box))
-        self._time_projections_cache: tuple[tuple[tuple[int, int], ...], th.Tensor] | None = None
         if isinstance(self.action_space, spaces.Box):
             self.action_dist = FinalGaussian(self.action_dim)
             log_std = self.log_std_init if self.fixed_std is None else math.log(self.fixed_std)
@@ -292,29 +291,17 @@ class DiffusionActorCriticPolicy(FrozenStepsMixin, DenoisingStepsMixin, ActorCri
 
     def time_projections(self) -> th.Tensor:
         """
-        :meth:`DenoiserMLP.time_projections` of this policy's K steps. With gradient it is computed anew; without
-        (rollouts, prediction) it is kept until one of the parameters it depends on changes storage or is updated in
-        place (which bumps its version counter), and at most until the next :meth:`set_training_mode` (SB3 calls it
-        at the start of every rollout and ``predict``; changes through ``param.data`` bump no version counter). A
-        rollout then pays for the time MLP once, not once per call (~10 operations of the ~100 µs fixed cost of the
-        chain at batch 1).
-
-        :return: Shape ``(K, width)``; row ``k - 1`` belongs to step ``k``
+        :return: :meth:`DenoiserMLP.time_projections` of this policy's K steps, reused by calls without gradient while
+            the parameters it depends on are unchanged (:meth:`PolicyTraces.time_projections`)
         """
-        denoiser = self.denoiser
-        if th.is_grad_enabled():
-            return denoiser.time_projections(self.chain.n_steps)
-        key = tuple((p.data_ptr(), p._version) for p in (*denoiser.time_mlp.parameters(), denoiser.input_t.weight))
-        if self._time_projections_cache is None or self._time_projections_cache[0] != key:
-            self._time_projections_cache = (key, denoiser.time_projections(self.chain.n_steps))
-        return self._time_projections_cache[1]
+        return self.traces.time_projections()
 
     def set_training_mode(self, mode: bool) -> None:
         """
         :param mode: If true, set to training mode, else set to evaluation mode
         """
         super().set_training_mode(mode)
-        self._time_projections_cache = None
+        self.traces.forget_time_projections()
 
     def final_std(self) -> th.Tensor:
         """:return: The std of the final Gaussian step per action dimension, after the ``min_std`` floor (Box only)."""

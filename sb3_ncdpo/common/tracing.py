@@ -211,6 +211,30 @@ class PolicyTraces:
         traceable = all(type(module) in TRACEABLE_MODULES for module in encoders)
         self.actor_critic = Traced(ActorCriticCall(policy), mode_of=policy) if traceable else None
         self.act = Traced(GaussianActCall(policy), mode_of=policy) if traceable and gaussian else None
+        self._time_projections: tuple[tuple[tuple[int, int], ...], th.Tensor] | None = None
+
+    def time_projections(self) -> th.Tensor:
+        """
+        The traces' time input: :meth:`DenoiserMLP.time_projections` of the policy's K steps. With gradient it is
+        computed anew; without (rollouts, prediction) it is kept until one of the parameters it depends on changes
+        storage or is updated in place (which bumps its version counter), and at most until the next
+        :meth:`forget_time_projections` (the policy's ``set_training_mode``: SB3 calls it at the start of every rollout
+        and ``predict``; changes through ``param.data`` bump no version counter). A rollout then pays for the time MLP
+        once, not once per call (~10 operations of the ~100 µs fixed cost of the chain at batch 1).
+
+        :return: Shape ``(K, width)``; row ``k - 1`` belongs to step ``k``
+        """
+        denoiser, n_steps = self.policy.denoiser, self.policy.chain.n_steps
+        if th.is_grad_enabled():
+            return denoiser.time_projections(n_steps)
+        key = tuple((p.data_ptr(), p._version) for p in (*denoiser.time_mlp.parameters(), denoiser.input_t.weight))
+        if self._time_projections is None or self._time_projections[0] != key:
+            self._time_projections = (key, denoiser.time_projections(n_steps))
+        return self._time_projections[1]
+
+    def forget_time_projections(self) -> None:
+        """Compute the time projections anew at the next call without gradient."""
+        self._time_projections = None
 
     def pick(
         self, traced: Traced | None, obs: PyTorchObs | None = None, eps_grad_hook: EpsGradHook | None = None

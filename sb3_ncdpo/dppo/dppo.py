@@ -7,8 +7,9 @@ from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, Schedule
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_ncdpo.common.diffusion import ChainConfig
-from sb3_ncdpo.common.on_policy_diffusion_algorithm import OnPolicyDiffusionAlgorithm, TrainLog
+from sb3_ncdpo.common.on_policy_diffusion_algorithm import OnPolicyDiffusionAlgorithm
 from sb3_ncdpo.common.policies import DiffusionActorCriticPolicy
+from sb3_ncdpo.common.train_log import TrainLog
 from sb3_ncdpo.dppo.buffers import ChainDictRolloutBuffer, ChainRolloutBuffer
 from sb3_ncdpo.dppo.denoising_mdp import DenoisingMDP
 
