@@ -14,10 +14,9 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.common.utils import get_device
 from torch import nn
 
-from sb3_ncdpo.common.denoising_steps import DenoisingStepsMixin
+from sb3_ncdpo.common.denoising_steps import DenoisingStepsMixin, FrozenActor
 from sb3_ncdpo.common.diffusion import ChainConfig, DenoiserMLP, EpsGradHook, chain_class, make_chain
 from sb3_ncdpo.common.distributions import FinalDistribution, FinalGaussian
-from sb3_ncdpo.common.frozen_steps import FrozenActor, FrozenStepsMixin
 from sb3_ncdpo.common.policy_settings import (
     CHAIN_DEFAULTS,
     DEFAULT_DENOISER_SIZES,
@@ -32,7 +31,7 @@ from sb3_ncdpo.common.tracing import PolicyTraces
 SelfDiffusionPolicy = TypeVar("SelfDiffusionPolicy", bound="DiffusionActorCriticPolicy")
 
 
-class DiffusionActorCriticPolicy(FrozenStepsMixin, DenoisingStepsMixin, ActorCriticPolicy):
+class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
     """
     Actor-critic policy whose actor is a diffusion model, for NCDPO.
 

@@ -8,7 +8,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch as th
-from gymnasium import spaces
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.type_aliases import TensorDict
 
@@ -49,13 +48,9 @@ class _ChainStorage:
     The chain of a transition stores ``x_k`` at index ``K - k`` (``x_K`` first, the executed unclipped action ``x_0``
     last); its step log-probabilities store step ``k`` (``k = K' .. 1``) at index ``K' - k``.
 
-    :param buffer_size: Max number of element in the buffer
-    :param observation_space: Observation space
-    :param action_space: Action space
-    :param device: PyTorch device
-    :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator
-    :param gamma: Discount factor
-    :param n_envs: Number of parallel environments
+    Takes SB3's arguments (``buffer_size``, ``observation_space``, ``action_space``, ``device``, ``gae_lambda``,
+    ``gamma``, ``n_envs``) and:
+
     :param n_denoising_steps: K, the length of the chain
     :param n_trained_steps: K', the number of trained (last) denoising steps, whose pairs the minibatches draw
     """
@@ -77,23 +72,12 @@ class _ChainStorage:
     to_torch: Any
     device: th.device
 
-    def __init__(
-        self,
-        buffer_size: int,
-        observation_space: spaces.Space,
-        action_space: spaces.Space,
-        device: th.device | str = "auto",
-        gae_lambda: float = 1,
-        gamma: float = 0.99,
-        n_envs: int = 1,
-        n_denoising_steps: int = 1,
-        n_trained_steps: int = 1,
-    ) -> None:
+    def __init__(self, *args: Any, n_denoising_steps: int = 1, n_trained_steps: int = 1, **kwargs: Any) -> None:
         if not 1 <= n_trained_steps <= n_denoising_steps:
             raise ValueError(f"n_trained_steps must be in [1, n_denoising_steps={n_denoising_steps}], got {n_trained_steps}")
         self.n_denoising_steps = n_denoising_steps
         self.n_trained_steps = n_trained_steps
-        super().__init__(buffer_size, observation_space, action_space, device, gae_lambda, gamma, n_envs=n_envs)  # type: ignore[call-arg]
+        super().__init__(*args, **kwargs)
 
     def reset(self) -> None:
         self.chains = np.zeros((self.buffer_size, self.n_envs, self.n_denoising_steps + 1, self.action_dim), np.float32)

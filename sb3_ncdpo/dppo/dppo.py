@@ -34,20 +34,15 @@ class DPPO(OnPolicyDiffusionAlgorithm):
     The critic is ``V(s)``. The policy is the same :class:`~sb3_ncdpo.common.policies.DiffusionActorCriticPolicy` as
     NCDPO's, so one pre-trained policy can be trained by either algorithm.
 
-    The constructor takes PPO's arguments with PPO's meaning (gSDE excepted), except ``batch_size``, which counts
-    pairs, plus DPPO's loss settings; the diffusion settings are policy keyword arguments, defaulting to
-    :data:`DEFAULT_POLICY_KWARGS` over the policy's own defaults.
+    The constructor takes PPO's arguments (gSDE excepted) plus DPPO's loss settings; the diffusion settings are policy
+    keyword arguments, defaulting to :data:`DEFAULT_POLICY_KWARGS` over the policy's own defaults. These arguments mean
+    what they mean for NCDPO, PPO's meaning (see :class:`~sb3_ncdpo.NCDPO`): ``policy``, ``env``, ``learning_rate``,
+    ``n_steps``, ``gamma``, ``gae_lambda``, ``clip_range_vf``, ``vf_coef``, ``max_grad_norm``,
+    ``rollout_buffer_kwargs``, ``target_kl``, ``stats_window_size``, ``tensorboard_log``, ``verbose``, ``seed``,
+    ``device``, ``_init_setup_model``. DPPO's own, or with another meaning:
 
-    :param policy: The policy model to use (MlpDiffusionPolicy, CnnDiffusionPolicy, MultiInputDiffusionPolicy, or
-        their aliases MlpPolicy, CnnPolicy, MultiInputPolicy)
-    :param env: The environment to learn from (if registered in Gym, can be str)
-    :param learning_rate: The learning rate, it can be a function of the current progress remaining (from 1 to 0)
-    :param n_steps: The number of steps to run for each environment per update
-        (i.e. rollout buffer size is n_steps * n_envs where n_envs is number of environment copies running in parallel)
     :param batch_size: Minibatch size in (environment step, denoising step) pairs, at most ``n_steps * n_envs * K'``
     :param n_epochs: Number of passes over all pairs when optimizing the surrogate loss
-    :param gamma: Discount factor
-    :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator
     :param clip_range: Clip range of the final denoising step; it can be a function of the current progress
         remaining (from 1 to 0)
     :param clip_range_base: Clip range of the first trained denoising step; the clip range grows exponentially from
@@ -59,26 +54,14 @@ class DPPO(OnPolicyDiffusionAlgorithm):
     :param min_logprob_std: Floor of each step's std in its log-probability
     :param log_prob_clamp: ``(low, high)`` clamp of the per-dimension log-probabilities, or ``None``
     :param log_prob_reduction: ``"mean"`` (DPPO) or ``"sum"`` (SB3) of the log-probabilities over action dimensions
-    :param clip_range_vf: Clipping parameter for the value function, it can be a function of the current progress
-        remaining (from 1 to 0). If None (default), no clipping will be done on the value function.
     :param normalize_advantage: Whether to normalize or not the advantage (over the pairs of each minibatch)
     :param ent_coef: Entropy coefficient for the loss calculation (the entropy of each pair's step Gaussian, which
         depends on the parameters only through a learned final-step std)
-    :param vf_coef: Value function coefficient for the loss calculation
-    :param max_grad_norm: The maximum value for the gradient clipping
     :param rollout_buffer_class: Rollout buffer class to use. If ``None``, it will be automatically selected
         (:class:`ChainRolloutBuffer` or :class:`ChainDictRolloutBuffer`); a custom one must accept
         ``n_denoising_steps`` and ``n_trained_steps``
-    :param rollout_buffer_kwargs: Keyword arguments to pass to the rollout buffer on creation
-    :param target_kl: Limit the KL divergence between updates (None: no limit)
-    :param stats_window_size: Window size for the rollout logging, specifying the number of episodes to average
-        the reported success rate, mean episode length, and mean reward over
-    :param tensorboard_log: the log location for tensorboard (if None, no logging)
     :param policy_kwargs: additional arguments to be passed to the policy on creation (over
         :data:`DEFAULT_POLICY_KWARGS`)
-    :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages
-    :param seed: Seed for the pseudo random generators
-    :param device: Device (cpu, cuda, ...) on which the code should be run. "auto" uses the GPU if possible
     :param pretrained: Folder written by ``sb3-ncdpo pretrain`` to start from: the policy is rebuilt with its saved
         settings (``policy_kwargs``, over :data:`DEFAULT_POLICY_KWARGS`, may only override the fine-tuning settings,
         e.g. ``fixed_std`` or ``n_finetuned_steps``), its weights are loaded (all but the final-step std; the frozen
@@ -88,7 +71,6 @@ class DPPO(OnPolicyDiffusionAlgorithm):
         the actor frozen (DPPO's ``n_critic_warmup_itr``)
     :param bc_coef: Weight of the BC regulariser: the KL between each trained denoising step's Gaussian under the
         policy and under a frozen copy of the initial (pre-trained) policy, at the rollout's (state, ``x_k``) pairs
-    :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
     default_policy_kwargs = DEFAULT_POLICY_KWARGS

@@ -5,7 +5,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch as th
-from gymnasium import spaces
 from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.type_aliases import TensorDict
 from stable_baselines3.common.vec_env import VecNormalize
@@ -36,13 +35,9 @@ class _NoiseStorage:
     Adds a ``noises`` array of shape ``(n_steps, n_envs, *noise_shape)`` to an SB3 rollout buffer, following the
     pattern of sb3-contrib's ``MaskableRolloutBuffer``. Mixed in before ``RolloutBuffer`` / ``DictRolloutBuffer``.
 
-    :param buffer_size: Max number of element in the buffer
-    :param observation_space: Observation space
-    :param action_space: Action space
-    :param device: PyTorch device
-    :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator
-    :param gamma: Discount factor
-    :param n_envs: Number of parallel environments
+    Takes SB3's arguments (``buffer_size``, ``observation_space``, ``action_space``, ``device``, ``gae_lambda``,
+    ``gamma``, ``n_envs``) and:
+
     :param noise_shape: Shape of the noise of one transition, ``(K, noise_dim)``
     """
 
@@ -57,19 +52,9 @@ class _NoiseStorage:
     swap_and_flatten: Any
     to_torch: Any
 
-    def __init__(
-        self,
-        buffer_size: int,
-        observation_space: spaces.Space,
-        action_space: spaces.Space,
-        device: th.device | str = "auto",
-        gae_lambda: float = 1,
-        gamma: float = 0.99,
-        n_envs: int = 1,
-        noise_shape: tuple[int, ...] = (1, 1),
-    ) -> None:
+    def __init__(self, *args: Any, noise_shape: tuple[int, ...] = (1, 1), **kwargs: Any) -> None:
         self.noise_shape = tuple(noise_shape)
-        super().__init__(buffer_size, observation_space, action_space, device, gae_lambda, gamma, n_envs=n_envs)  # type: ignore[call-arg]
+        super().__init__(*args, **kwargs)
 
     def reset(self) -> None:
         self.noises = np.zeros((self.buffer_size, self.n_envs, *self.noise_shape), dtype=np.float32)
