@@ -156,10 +156,9 @@ class DPPO(OnPolicyDiffusionAlgorithm):
     @staticmethod
     def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
         # DPPO's inner MDP is over Gaussian denoising steps, the final one included: discrete actions are NCDPO's only.
-        wrapped = OnPolicyDiffusionAlgorithm._wrap_env(env, verbose, monitor_wrapper)
         if not isinstance(env.action_space, spaces.Box):
             raise ValueError(f"DPPO supports only Box action spaces (use NCDPO for discrete ones), got {env.action_space}")
-        return wrapped
+        return OnPolicyDiffusionAlgorithm._wrap_env(env, verbose, monitor_wrapper)
 
     def _check_batch_size(self, batch_size: int, normalize_advantage: bool) -> None:
         assert self.env is not None
@@ -205,10 +204,9 @@ class DPPO(OnPolicyDiffusionAlgorithm):
         if self._critic_warmup_step():
             return
         _, clip_range = self._ppo_update()
-        n_trained, first_step = self.policy.trained_steps, th.tensor([self.policy.trained_steps], device=self.device)
-        self.logger.record(
-            "train/clip_range_first_step", self.denoising_mdp.clip_ranges(first_step, clip_range, n_trained).item()
-        )
+        n_trained = self.policy.trained_steps
+        first_step = self.denoising_mdp.clip_ranges(th.tensor([n_trained], device=self.device), clip_range, n_trained)
+        self.logger.record("train/clip_range_first_step", first_step.item())
 
     def _minibatch_loss(
         self, rollout_data: Any, minibatch: int, clip_range: float, clip_range_vf: float | None, log: TrainLog
