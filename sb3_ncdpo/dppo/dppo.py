@@ -3,12 +3,14 @@ from typing import Any
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, Schedule
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_ncdpo.common.diffusion import ChainConfig
 from sb3_ncdpo.common.on_policy_diffusion_algorithm import OnPolicyDiffusionAlgorithm
 from sb3_ncdpo.common.policies import DiffusionActorCriticPolicy
+from sb3_ncdpo.common.policy_settings import check_action_space
 from sb3_ncdpo.common.train_log import TrainLog
 from sb3_ncdpo.dppo.buffers import ChainDictRolloutBuffer, ChainRolloutBuffer
 from sb3_ncdpo.dppo.denoising_mdp import DenoisingMDP
@@ -156,9 +158,10 @@ class DPPO(OnPolicyDiffusionAlgorithm):
     @staticmethod
     def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
         # DPPO's inner MDP is over Gaussian denoising steps, the final one included: discrete actions are NCDPO's only.
+        check_action_space(env.action_space)
         if not isinstance(env.action_space, spaces.Box):
             raise ValueError(f"DPPO supports only Box action spaces (use NCDPO for discrete ones), got {env.action_space}")
-        return OnPolicyDiffusionAlgorithm._wrap_env(env, verbose, monitor_wrapper)
+        return OnPolicyAlgorithm._wrap_env(env, verbose, monitor_wrapper)
 
     def _check_batch_size(self, batch_size: int, normalize_advantage: bool) -> None:
         assert self.env is not None
