@@ -354,10 +354,7 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
         eps_grad_hook: EpsGradHook | None = None,
         obs: PyTorchObs | None = None,
     ) -> th.Tensor:
-        """
-        The chain's final mean: through its trace, or eagerly where a gradient hook needs the eager graph or where the
-        early steps run the frozen copy of the actor (``n_finetuned_steps``, which needs ``obs``).
-        """
+        """The chain's final mean: through its trace where :meth:`PolicyTraces.pick` allows, else eagerly."""
         traced = self.traces.pick(self.traces.chain, eps_grad_hook=eps_grad_hook)
         if traced is not None:
             return traced(latent_pi, noises, self.time_projections())  # type: ignore[no-any-return]
