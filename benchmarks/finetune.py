@@ -149,7 +149,9 @@ def pretrain_stage(env_id: str, work: Path, bc_steps: int) -> None:
         out = work / "pretrained" / env_id / policy
         if (out / "pretrain.json").exists():
             continue
-        result = pretrain(dataset_id(env_id), out, policy, kwargs, BCConfig(n_steps=bc_steps), progress_bar=False)
+        # no pretrain.json: the folder is missing or incomplete (written before folders were written atomically)
+        config = BCConfig(n_steps=bc_steps)
+        result = pretrain(dataset_id(env_id), out, policy, kwargs, config, progress_bar=False, overwrite=True)
         print(f"{env_id} {policy}: BC losses {result.history[-1]}", flush=True)
 
 

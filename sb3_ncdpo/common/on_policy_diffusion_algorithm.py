@@ -5,7 +5,11 @@ starting from a pre-trained folder, critic warm-up, the BC reference policy, and
 once: each algorithm gives its minibatch loss).
 """
 
+import io
+import pathlib
 import warnings
+import zipfile
+from collections.abc import Iterable
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -15,15 +19,17 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.save_util import json_to_data, open_path
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule
 from stable_baselines3.common.utils import FloatSchedule, explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
+from sb3_ncdpo.common.atomic import atomic_file
 from sb3_ncdpo.common.finetune import check_finetune_args, frozen_copy, train_critic_only
 from sb3_ncdpo.common.policies import CnnDiffusionPolicy, DiffusionActorCriticPolicy, MultiInputDiffusionPolicy
 from sb3_ncdpo.common.policy_settings import check_action_space, check_policy_kwargs
-from sb3_ncdpo.common.pretrained import init_from_pretrained, pretrained_policy_kwargs
+from sb3_ncdpo.common.pretrained import check_kept_policy_kwargs, init_from_pretrained, pretrained_policy_kwargs
 from sb3_ncdpo.common.train_log import TrainLog
 
 SelfOnPolicyDiffusionAlgorithm = TypeVar("SelfOnPolicyDiffusionAlgorithm", bound="OnPolicyDiffusionAlgorithm")
@@ -488,6 +494,61 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
         log.entropy_losses.append(entropy_loss.item())
 
         return policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+
+    def save(
+        self,
+        path: str | pathlib.Path | io.BufferedIOBase,
+        exclude: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
+    ) -> None:
+        """
+        SB3's ``save``, written atomically: to a temporary file in the same folder, then renamed over ``path``, so that
+        a kill while saving leaves the previous file or the new one, never a broken one (every callback that saves the
+        model, rl-zoo3's best-model and checkpoints included). As SB3, a path without a suffix gets ``.zip``. A
+        file-like object is written as SB3 writes it.
+
+        :param path: Path to the file where the model should be saved, or a file-like object
+        :param exclude: Names of the parameters that should be excluded in addition to the default ones
+        :param include: Names of the parameters that might be excluded but should be included anyway
+        """
+        if not isinstance(path, (str, pathlib.Path)) or pathlib.Path(path).is_dir():
+            super().save(path, exclude, include)  # SB3's own handling (a folder: it saves to "<path>_2")
+            return
+        target = pathlib.Path(path)
+        if target.suffix == "":
+            target = target.with_name(f"{target.name}.zip")
+        with atomic_file(target) as tmp:
+            super().save(tmp, exclude, include)
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfOnPolicyDiffusionAlgorithm],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfOnPolicyDiffusionAlgorithm:
+        """
+        SB3's ``load``, except that the model keeps the chain and networks it was trained with: ``policy_kwargs`` given
+        through ``custom_objects`` may change only the fine-tuning settings (SB3 already refuses ``policy_kwargs`` in
+        ``kwargs`` that differ from the file's). See SB3's ``BaseAlgorithm.load`` for the arguments.
+
+        :raises ValueError: naming the settings that ``custom_objects['policy_kwargs']`` would change
+        """
+        if custom_objects is not None and "policy_kwargs" in custom_objects:
+            file = open_path(path, "r", suffix="zip")
+            with zipfile.ZipFile(file) as archive:
+                others = {key: value for key, value in custom_objects.items() if key != "policy_kwargs"}
+                saved = json_to_data(archive.read("data").decode(), custom_objects=others)
+            if isinstance(path, io.BufferedIOBase):
+                path.seek(0)
+            check_kept_policy_kwargs(
+                saved.get("policy_kwargs", {}), custom_objects["policy_kwargs"], "custom_objects['policy_kwargs']"
+            )
+        return super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
 
     def learn(
         self: SelfOnPolicyDiffusionAlgorithm,

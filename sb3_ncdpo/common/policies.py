@@ -14,6 +14,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.common.utils import get_device
 from torch import nn
 
+from sb3_ncdpo.common.atomic import atomic_file
 from sb3_ncdpo.common.denoising_steps import DenoisingStepsMixin, FrozenActor
 from sb3_ncdpo.common.diffusion import ChainConfig, DenoiserMLP, EpsGradHook, chain_class, make_chain
 from sb3_ncdpo.common.distributions import FinalDistribution, FinalGaussian
@@ -207,6 +208,16 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
         # The policy outputs actions in [-1, 1]; declaring them squashed makes SB3's predict() map them to the Box
         # bounds (unscale_action) instead of clipping them to the bounds.
         self._squash_output = isinstance(action_space, spaces.Box)
+
+    def save(self, path: str) -> None:
+        """
+        Save the policy (SB3's ``policy.save``: its weights and constructor parameters), atomically: to a temporary
+        file in the same folder, then renamed over ``path``.
+
+        :param path: File path
+        """
+        with atomic_file(path) as tmp:
+            super().save(str(tmp))
 
     @classmethod
     def load(cls: type[SelfDiffusionPolicy], path: str, device: th.device | str = "auto") -> SelfDiffusionPolicy:  # type: ignore[override]

@@ -9,6 +9,7 @@ Any algorithm on these policies starts from it with :func:`pretrained_policy_kwa
 :func:`init_from_pretrained` (after): NCDPO's ``pretrained=`` argument does exactly that.
 """
 
+import inspect
 import json
 import pickle
 import warnings
@@ -25,6 +26,7 @@ from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.utils import get_device
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize, unwrap_vec_normalize
 
+from sb3_ncdpo.common.atomic import atomic_folder
 from sb3_ncdpo.common.policies import DiffusionActorCriticPolicy
 from sb3_ncdpo.common.policy_settings import CHAIN_DEFAULTS
 from sb3_ncdpo.version import __version__
@@ -112,29 +114,49 @@ def observation_normalizer(
     return normalizer
 
 
-def save_pretrained(path: str | Path, policy: BasePolicy, normalizer: VecNormalize | None, metadata: dict[str, Any]) -> Path:
+def save_pretrained(
+    path: str | Path, policy: BasePolicy, normalizer: VecNormalize | None, metadata: dict[str, Any], overwrite: bool = False
+) -> Path:
     """
     Write a pre-trained folder: the policy (SB3's ``policy.save``), its observation normalisation (``VecNormalize.save``)
-    and the metadata (JSON). The metadata is written last: a folder without it is incomplete.
+    and the metadata (JSON), atomically: into a temporary folder next to ``path`` that then takes its place in one step,
+    so that a kill leaves the previous folder or the new one, complete.
 
-    :param path: Output folder (created)
+    :param path: Output folder (created; its parent too)
     :param policy: The policy
     :param normalizer: The observation normalisation, or ``None`` for raw observations
     :param metadata: JSON-serialisable description of how it was made
+    :param overwrite: Replace ``path`` if it exists and is not empty (otherwise that is refused)
     :return: The folder
+    :raises FileExistsError: if ``path`` exists and is not empty, without ``overwrite``
     """
     folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    policy.save(str(folder / POLICY_FILE))
-    if normalizer is not None:
-        venv = normalizer.venv
-        normalizer.save(str(folder / NORMALIZATION_FILE))
-        normalizer.venv = venv
-    elif (folder / NORMALIZATION_FILE).exists():
-        (folder / NORMALIZATION_FILE).unlink()
-    info = {"format": FORMAT_VERSION, "sb3_ncdpo_version": __version__, "policy_class": type(policy).__name__, **metadata}
-    (folder / METADATA_FILE).write_text(json.dumps(info, indent=1, default=str))
+    check_can_write_folder(folder, overwrite)
+    with atomic_folder(folder) as tmp:
+        policy.save(str(tmp / POLICY_FILE))
+        if normalizer is not None:
+            venv = normalizer.venv
+            normalizer.save(str(tmp / NORMALIZATION_FILE))
+            normalizer.venv = venv
+        info = {"format": FORMAT_VERSION, "sb3_ncdpo_version": __version__, "policy_class": type(policy).__name__, **metadata}
+        (tmp / METADATA_FILE).write_text(json.dumps(info, indent=1, default=str))
     return folder
+
+
+def check_can_write_folder(folder: Path, overwrite: bool, overwrite_name: str = "overwrite=True") -> None:
+    """
+    :param folder: Where a pre-trained folder is to be written
+    :param overwrite: Whether an existing one may be replaced
+    :param overwrite_name: How the caller's user asks for ``overwrite``, for the message
+    :raises FileExistsError: if ``folder`` exists and is not an empty folder (a file, or a folder with files), without
+        ``overwrite``; if it is a file, even with it
+    """
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{str(folder)!r} is a file, not a folder: choose another path for the pre-trained folder")
+    if not overwrite and folder.is_dir() and any(folder.iterdir()):
+        raise FileExistsError(
+            f"{str(folder)!r} already exists and is not empty: choose another path, or replace it with {overwrite_name}"
+        )
 
 
 @dataclass
@@ -229,6 +251,35 @@ def pretrained_policy_kwargs(path: str | Path, policy_kwargs: dict[str, Any] | N
                 f"only {sorted(overridable)} may change after pre-training"
             )
     return kwargs
+
+
+def check_kept_policy_kwargs(saved: dict[str, Any], new: dict[str, Any], argument: str) -> None:
+    """
+    A model loaded from a file keeps the chain and networks it was trained with: ``new`` may change only what
+    fine-tuning may change (:meth:`DiffusionActorCriticPolicy.finetune_overridable_kwargs`).
+
+    :param saved: The file's policy keyword arguments
+    :param new: The ones given at load
+    :param argument: Where ``new`` came from, for the message (e.g. ``"custom_objects['policy_kwargs']"``)
+    :raises ValueError: naming every setting ``new`` would change, with the saved and the new value
+    """
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(DiffusionActorCriticPolicy).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+    overridable = DiffusionActorCriticPolicy.finetune_overridable_kwargs(saved.get("sampler", CHAIN_DEFAULTS.sampler))
+    # A key left out takes the policy's default: leaving out a saved setting changes it too.
+    changed = [
+        f"{key}: {saved.get(key, defaults.get(key))!r} -> {new.get(key, defaults.get(key))!r}"
+        for key in sorted(set(saved) | set(new))
+        if key not in overridable and not _same(saved.get(key, defaults.get(key)), new.get(key, defaults.get(key)))
+    ]
+    if changed:
+        raise ValueError(
+            f"{argument} would change the loaded policy's {'; '.join(changed)}: a loaded model keeps the chain and "
+            f"networks it was trained with (only {sorted(overridable)} may change)"
+        )
 
 
 def _same(a: Any, b: Any) -> bool:

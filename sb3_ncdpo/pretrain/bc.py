@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from sb3_ncdpo.common.policies import DiffusionActorCriticPolicy
 from sb3_ncdpo.common.policy_settings import check_policy_kwargs
-from sb3_ncdpo.common.pretrained import observation_normalizer, save_pretrained
+from sb3_ncdpo.common.pretrained import check_can_write_folder, observation_normalizer, save_pretrained
 from sb3_ncdpo.pretrain.demos import Transitions, dataset_transitions, load_demos
 from sb3_ncdpo.zoo import eval_policy_kwargs
 
@@ -298,6 +298,7 @@ def pretrain(
     config: BCConfig | None = None,
     download: bool = False,
     progress_bar: bool = True,
+    overwrite: bool = False,
 ) -> BCResult:
     """
     Behaviour cloning on a Minari dataset, written as a pre-trained folder (``policy.pth``, ``vecnormalize.pkl``,
@@ -310,8 +311,10 @@ def pretrain(
     :param config: Training settings
     :param download: Download the dataset if it is not local (needs network access)
     :param progress_bar: Show a progress bar
+    :param overwrite: Replace ``out`` if it exists and is not empty (refused otherwise, before anything is trained)
     :return: The result of :func:`behaviour_cloning`
     """
+    check_can_write_folder(Path(out), overwrite)
     config = config or BCConfig()
     dataset = load_demos(dataset_id, download=download)
     transitions = dataset_transitions(dataset)
@@ -338,6 +341,7 @@ def pretrain(
             "config": asdict(config),
             "history": result.history,
         },
+        overwrite=overwrite,
     )
     return result
 
@@ -349,6 +353,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--dataset", required=True, help="Minari dataset id")
     parser.add_argument("--download", action="store_true", help="download the dataset if it is not local (network)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (policy.pth, vecnormalize.pkl, pretrain.json)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists (refused otherwise)")
     parser.add_argument("--policy", choices=POLICIES, default="diffusion", help="diffusion (NCDPO, DPPO) or gaussian (PPO)")
     parser.add_argument("--policy-kwargs", default="", help='a dict expression: "dict(n_denoising_steps=10)"')
     parser.add_argument("--n-steps", type=int, default=defaults.n_steps, help="gradient steps")
@@ -387,6 +392,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             check_policy_kwargs(args.policy_kwargs)
     except Exception as error:
         parser.error(f"--policy-kwargs: {error}")
+    try:
+        check_can_write_folder(args.out, args.overwrite, overwrite_name="--overwrite")
+    except FileExistsError as error:
+        parser.error(f"--out: {error}")
     return args
 
 
@@ -404,6 +413,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         config=args.config,
         download=args.download,
         progress_bar=not args.no_progress,
+        overwrite=args.overwrite,
     )
     last = result.history[-1]
     val = f", validation loss {last['val_loss']:.4f}" if "val_loss" in last else ""
