@@ -15,6 +15,9 @@ import runpy
 import sys
 from pathlib import Path
 
+import gymnasium as gym
+
+from sb3_ncdpo.common.pretrained import check_pretrained_spaces
 from sb3_ncdpo.compare import main as compare
 from sb3_ncdpo.pretrain.bc import main as pretrain
 from sb3_ncdpo.pretrain.demos import main as collect_demos
@@ -119,14 +122,34 @@ def _check_takes_pretrained(zoo_args: list[str]) -> None:
         )
 
 
+def _check_pretrained_fits(zoo_args: list[str], pretrained: str) -> None:
+    """:raises SystemExit: if the pre-trained policy's spaces do not fit ``--env``'s (before rl-zoo3 makes its folders)"""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--env", default="CartPole-v1")
+    env_id = parser.parse_known_args(zoo_args)[0].env
+    try:
+        env = gym.make(env_id)
+    except Exception:
+        return  # rl-zoo3 makes the env its own way (and reports what is wrong with it)
+    try:
+        check_pretrained_spaces(pretrained, env.observation_space, env.action_space)
+    except ValueError as error:
+        sys.exit(f"--pretrained: {error} (--env {env_id})")
+    finally:
+        env.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     """
     :param argv: Arguments after the program name (``sys.argv[1:]`` by default)
     """
     args = list(sys.argv[1:] if argv is None else argv)
+    usage = f"usage: sb3-ncdpo {{{','.join(COMMANDS)}}} [flags] (each command's flags: sb3-ncdpo COMMAND --help)"
+    if args and args[0] in ("-h", "--help"):
+        print(f"{usage}\n\n{__doc__.strip()}")
+        return
     if not args or args[0] not in COMMANDS:
-        given = repr(args[0]) if args else "nothing"
-        sys.exit(f"usage: sb3-ncdpo {{{','.join(COMMANDS)}}} [flags] (rl-zoo3's flags, or compare's: --help); got {given}")
+        sys.exit(f"{usage}; got {repr(args[0]) if args else 'nothing'}")
     command, zoo_args = args[0], args[1:]
     if command == "compare":
         compare(zoo_args)
@@ -144,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         zoo_args, pretrained = pretrained_args(zoo_args)
         if pretrained is not None:
             _check_takes_pretrained(zoo_args)
+            _check_pretrained_fits(zoo_args, pretrained)
         config = default_config(zoo_args, finetune=pretrained is not None)
         if config is not None:
             zoo_args = [*zoo_args, "--conf-file", config]

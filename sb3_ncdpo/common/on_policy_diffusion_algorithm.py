@@ -94,8 +94,16 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
         critic_warmup_iters: int = 0,
         bc_coef: float = 0.0,
         _init_setup_model: bool = True,
+        *,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
     ):
         # Everything that can be checked without the environment is checked before the environment is built.
+        if use_sde:
+            raise ValueError(
+                "use_sde=True is not supported: a diffusion policy explores through its denoising noise (gSDE is SB3's "
+                "state-dependent exploration for Gaussian policies); leave use_sde=False (sde_sample_freq is then ignored)"
+            )
         check_finetune_args(critic_warmup_iters, bc_coef)
         policy_class = self._get_policy_from_name(policy) if isinstance(policy, str) else policy
         if not (isinstance(policy_class, type) and issubclass(policy_class, DiffusionActorCriticPolicy)):
@@ -274,6 +282,12 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
 
             clipped_actions = actions
             if isinstance(self.action_space, spaces.Box):
+                if not np.isfinite(actions).all():
+                    # The traced Gaussian skips torch's argument checks, which stop PPO here (a categorical still has them).
+                    raise ValueError(
+                        f"the policy's actions are not finite at step {self.num_timesteps}: the observations or the policy's "
+                        "parameters hold NaN or inf (SB3's VecCheckNan wrapper finds the step and the env that produce them)"
+                    )
                 # The policy acts in [-1, 1]: clip the sample, then map it to the Box bounds
                 clipped_actions = self.policy.unscale_action(np.clip(actions, -1.0, 1.0))
 

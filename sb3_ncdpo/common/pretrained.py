@@ -305,6 +305,42 @@ def _install_statistics(target: VecNormalize, saved: VecNormalize) -> None:
     target.clip_obs, target.epsilon, target.norm_obs = saved.clip_obs, saved.epsilon, True
 
 
+def check_pretrained_spaces(path: str | Path, observation_space: spaces.Space, action_space: spaces.Space) -> None:
+    """
+    :param path: Pre-trained folder
+    :param observation_space: The env's observation space
+    :param action_space: The env's action space
+    :raises ValueError: if the pre-trained policy's observations or actions have another type or shape than the env's,
+        naming both and what the policy was pre-trained on
+    """
+    folder = _check_folder(path)
+    data = _read_policy_file(folder)["data"]
+    problems = [
+        f"{what} {_describe(saved)} vs the env's {_describe(given)}"
+        for what, saved, given in (
+            ("observations", data.get("observation_space"), observation_space),
+            ("actions", data.get("action_space"), action_space),
+        )
+        if saved is not None and (type(saved) is not type(given) or saved.shape != given.shape or _n(saved) != _n(given))
+    ]
+    if problems:
+        metadata = json.loads((folder / METADATA_FILE).read_text()) if (folder / METADATA_FILE).exists() else {}
+        source = metadata.get("env_id") or metadata.get("dataset_id") or "an unrecorded env"
+        raise ValueError(
+            f"the pre-trained policy in {str(folder)!r} (pre-trained on {source}) does not fit this env: {'; '.join(problems)}"
+        )
+
+
+def _n(space: spaces.Space) -> Any:
+    return getattr(space, "n", None) if isinstance(space, spaces.Discrete) else getattr(space, "nvec", None)
+
+
+def _describe(space: spaces.Space) -> str:
+    if isinstance(space, spaces.Box):
+        return f"of shape {space.shape}"
+    return str(space)
+
+
 def init_from_pretrained(model: BaseAlgorithm, path: str | Path) -> None:
     """
     Start ``model`` from a pre-trained folder: copy the policy weights (all but ``log_std``, which the fine-tuning
@@ -316,6 +352,7 @@ def init_from_pretrained(model: BaseAlgorithm, path: str | Path) -> None:
     :raises ValueError: if the weights do not fit the model's policy
     """
     folder = _check_folder(path)
+    check_pretrained_spaces(folder, model.observation_space, model.action_space)
     state = _read_policy_file(folder, model.device)["state_dict"]
     # The frozen copy of the untrained early steps (n_finetuned_steps) is not in the file: it becomes the pre-trained actor.
     own = {key: value for key, value in model.policy.state_dict().items() if not key.startswith("frozen_actor.")}

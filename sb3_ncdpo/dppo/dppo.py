@@ -41,7 +41,8 @@ class DPPO(OnPolicyDiffusionAlgorithm):
     what they mean for NCDPO, PPO's meaning (see :class:`~sb3_ncdpo.NCDPO`): ``policy``, ``env``, ``learning_rate``,
     ``n_steps``, ``gamma``, ``gae_lambda``, ``clip_range_vf``, ``vf_coef``, ``max_grad_norm``,
     ``rollout_buffer_kwargs``, ``target_kl``, ``stats_window_size``, ``tensorboard_log``, ``verbose``, ``seed``,
-    ``device``, ``_init_setup_model``. DPPO's own, or with another meaning:
+    ``device``, ``_init_setup_model``, ``use_sde`` (must be False), ``sde_sample_freq``. DPPO's own, or with another
+    meaning:
 
     :param batch_size: Minibatch size in (environment step, denoising step) pairs, at most ``n_steps * n_envs * K'``
     :param n_epochs: Number of passes over all pairs when optimizing the surrogate loss
@@ -116,6 +117,9 @@ class DPPO(OnPolicyDiffusionAlgorithm):
         critic_warmup_iters: int = 0,
         bc_coef: float = 0.0,
         _init_setup_model: bool = True,
+        *,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
     ):
         self.denoising_mdp = DenoisingMDP(
             gamma_denoising=gamma_denoising,
@@ -153,6 +157,8 @@ class DPPO(OnPolicyDiffusionAlgorithm):
             critic_warmup_iters=critic_warmup_iters,
             bc_coef=bc_coef,
             _init_setup_model=_init_setup_model,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
         )
 
     @staticmethod

@@ -66,6 +66,9 @@ class NCDPO(OnPolicyDiffusionAlgorithm):
     :param bc_coef: Weight of the BC regulariser: the KL between the final-step Gaussians of the policy and of a
         frozen copy of the initial (pre-trained) policy given the same stored noise, on the rollout's states
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    :param use_sde: PPO's gSDE switch, for PPO's argument list: must be False (a diffusion policy explores through its
+        denoising noise)
+    :param sde_sample_freq: PPO's gSDE setting, ignored
     """
 
     rollout_buffer_classes = (NoiseRolloutBuffer, NoiseDictRolloutBuffer)
