@@ -1,8 +1,12 @@
-"""``sb3-ncdpo compare`` end to end at a tiny budget: files, table rows, resume, and a broken run."""
+"""``sb3-ncdpo compare`` end to end at a tiny budget: files, table rows, resume, a broken run, and ``--report-only``."""
 
 import csv
+import json
 import os
+import shutil
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,6 +15,24 @@ from sb3_ncdpo.compare import FIELDS, RunSpec, execute, finished_specs, report, 
 
 ENV = "InvertedPendulum-v5"
 TINY = ["--env", ENV, "--timesteps", "64", "--eval-freq", "32", "--n-eval-episodes", "1", "--n-jobs", "2"]
+
+
+def copy_run(source: Path, out: Path, name: str, **changes: Any) -> RunSpec:
+    """
+    Copy the finished run ``name`` of ``source`` into ``out``, as a run with other settings (``changes``).
+
+    :return: The new run
+    """
+    spec = replace(RunSpec(**json.loads((source / "runs" / f"{name}.json").read_text())), **changes)
+    with open(source / "runs" / f"{name}.csv", newline="") as file:
+        rows = [{**row, "algo": spec.variant, "env": spec.env, "seed": spec.seed} for row in csv.DictReader(file)]
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    with open(out / "runs" / f"{spec.name}.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "runs" / f"{spec.name}.json").write_text(json.dumps(asdict(spec)))
+    return spec
 
 
 def fail_for_ppo(spec: RunSpec, out: Path, progress_bar: bool) -> Path:
@@ -89,6 +111,75 @@ def test_a_broken_run_is_reported_and_erases_nothing(tmp_path):
     finished = (tmp_path / "runs" / f"ncdpo__{ENV}__seed0.csv").stat().st_mtime_ns
     assert execute(specs, tmp_path, n_jobs=1) == []
     assert (tmp_path / "runs" / f"ncdpo__{ENV}__seed0.csv").stat().st_mtime_ns == finished
+
+
+@pytest.fixture
+def copied(compared, tmp_path) -> Path:
+    """The runs of ``compared`` (no report), plus a labelled variant and a run on another env."""
+    out = tmp_path / "copied"
+    shutil.copytree(compared / "runs", out / "runs")
+    copy_run(compared, out, f"ppo__{ENV}__seed0", label="k5")
+    copy_run(compared, out, f"ppo__{ENV}__seed0", env="Pendulum-v1")
+    return out
+
+
+def test_report_only_reports_exactly_the_runs_asked_for(copied):
+    on_disk = {p.name: p.stat().st_mtime_ns for p in (copied / "runs").iterdir()}
+    cli(["compare", *TINY, "--algos", "ppo", "--seeds", "1", "--out", str(copied), "--report-only"])
+    with open(copied / "results.csv", newline="") as file:
+        assert {(r["algo"], r["env"], r["seed"]) for r in csv.DictReader(file)} == {("ppo", ENV, "0")}
+    summary = (copied / "summary.md").read_text()
+    assert [line.split("|")[1:3] for line in summary.splitlines()[2:] if line.startswith("| ")] == [[f" {ENV} ", " ppo "]]
+    assert "k5" not in summary and "Pendulum-v1" not in summary and "--algos ncdpo" not in summary
+    assert f"--algos ppo --seeds 1 --timesteps 64 --eval-freq 32 --n-eval-episodes 1 --threads 1 --out {copied}\n" in summary
+    assert not (copied / "curves_Pendulum-v1.png").exists()
+    cli(["compare", *TINY, "--algos", "ppo", "--label", "k5", "--seeds", "1", "--out", str(copied), "--report-only"])
+    with open(copied / "results.csv", newline="") as file:
+        assert {(r["algo"], r["seed"]) for r in csv.DictReader(file)} == {("k5", "0")}
+    assert {p.name: p.stat().st_mtime_ns for p in (copied / "runs").iterdir()} == on_disk  # the runs stay as they were
+
+
+@pytest.mark.parametrize(
+    "args, lines",
+    [
+        (
+            ["--seed-list", "0", "5"],
+            [f"  ncdpo on {ENV}, seed 5, 64 timesteps", f"  ppo on {ENV}, seed 5, 64 timesteps"],
+        ),
+        (
+            ["--algos", "ppo", "--label", "k5", "--seed-list", "0", "1"],
+            [f"  ppo on {ENV}, seed 1, 64 timesteps, label k5"],
+        ),
+        (
+            ["--algos", "ppo", "--seeds", "1", "--n-eval-episodes", "2"],
+            [f"  ppo on {ENV}, seed 0, 64 timesteps (finished with other settings: --n-eval-episodes 1 instead of 2)"],
+        ),
+    ],
+)
+def test_report_only_with_a_missing_run_fails_and_writes_nothing(copied, args, lines):
+    (copied / "summary.md").write_text("the previous report\n")
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["compare", *TINY, *args, "--out", str(copied), "--report-only"])
+    message = str(exit_info.value.code)
+    assert message.startswith(f"--report-only: {len(lines)} of the ") and "nothing was written" in message
+    assert [line for line in message.splitlines() if line.startswith("  ")] == lines
+    assert "Run the same command without --report-only" in message
+    assert (copied / "summary.md").read_text() == "the previous report\n"
+    assert not (copied / "results.csv").exists() and not list(copied.glob("*.png"))
+
+
+@pytest.mark.parametrize("folder, why", [("absent", "does not exist"), ("empty", "holds no finished run")])
+def test_report_only_on_an_absent_or_empty_folder_fails(tmp_path, folder, why):
+    out = tmp_path / "out"
+    if folder == "empty":
+        out.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["compare", *TINY, "--algos", "ncdpo", "ppo", "--seeds", "1", "--out", str(out), "--report-only"])
+    message = str(exit_info.value.code)
+    assert message.startswith(f"--report-only: {out} {why}, so none of the 2 run(s) asked for is finished")
+    assert f"  ncdpo on {ENV}, seed 0, 64 timesteps\n  ppo on {ENV}, seed 0, 64 timesteps\n" in message
+    assert os.path.exists(out) == (folder == "empty")
+    assert not os.path.exists(out / "summary.md") and not os.path.exists(out / "results.csv")
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ One module per job, each importing only those listed before it:
 from sb3_ncdpo.compare.cli import main, parse_args
 from sb3_ncdpo.compare.plots import plot_curves
 from sb3_ncdpo.compare.reporting import commands, report
-from sb3_ncdpo.compare.results import COMPARED, FIELDS, RunSpec, file_stem, finished_specs, load_rows
+from sb3_ncdpo.compare.results import COMPARED, FIELDS, RunSpec, file_stem, finished_specs, load_rows, missing_runs
 from sb3_ncdpo.compare.runs import Failure, algorithm_class, execute, make_model, plan, pretrained_path, run_one
 from sb3_ncdpo.compare.stats import METRICS, final_rows, interval, summary_table
 
@@ -34,6 +34,7 @@ __all__ = [
     "load_rows",
     "main",
     "make_model",
+    "missing_runs",
     "parse_args",
     "plan",
     "plot_curves",

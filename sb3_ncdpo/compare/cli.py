@@ -6,8 +6,11 @@ torch pinned to one thread, and is evaluated on a schedule on a separate env (de
 statistics synced, rewards not normalised). A finished run is written to ``<out>/runs/<run>.csv`` (its evaluations)
 and ``<out>/runs/<run>.json`` (its settings), atomically; runs already finished with the same settings are reused, so
 an interrupted comparison continues where it stopped and a broken run never erases another one. From all finished
-runs the command writes ``<out>/results.csv`` (tidy: one row per evaluation), ``<out>/curves_<env>.png`` (IQM or
-mean over seeds with 95% stratified-bootstrap bands, from rliable) and ``<out>/summary.md``.
+runs in ``<out>`` (those of earlier commands too, e.g. variants added with ``--label``) the command writes
+``<out>/results.csv`` (tidy: one row per evaluation), ``<out>/curves_<env>.png`` (IQM or mean over seeds with 95%
+stratified-bootstrap bands, from rliable) and ``<out>/summary.md``. With ``--report-only`` it runs nothing and writes
+the report of exactly the runs that the same command would run, leaving the other runs of ``<out>`` out of it; if one
+of them is not finished with the same settings, it exits with status 1, naming each missing run, and writes nothing.
 
 Example::
 
@@ -18,11 +21,12 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from sb3_ncdpo.common.policy_settings import check_policy_kwargs
 from sb3_ncdpo.compare.reporting import report
-from sb3_ncdpo.compare.results import COMPARED, RunSpec
+from sb3_ncdpo.compare.results import COMPARED, RunSpec, finished_specs, missing_runs
 from sb3_ncdpo.compare.runs import execute, pretrained_path
 from sb3_ncdpo.compare.stats import METRICS
 from sb3_ncdpo.zoo import ALGORITHMS, eval_policy_kwargs, load_hyperparams
@@ -43,6 +47,43 @@ def _run_problem(algo: str, env_id: str, pretrained: str, check_folder: bool) ->
     if not (Path(folder) / "policy.pth").is_file():
         return f"--pretrained: {folder} (for {algo} on {env_id}) is not a folder written by `sb3-ncdpo pretrain`"
     return ""
+
+
+#: The command-line option of each :class:`RunSpec` field whose name differs from it
+_OPTIONS = {"algo": "algos", "n_threads": "threads"}
+
+
+def _missing_message(out: Path, n_asked: int, missing: Sequence[tuple[RunSpec, RunSpec | None]]) -> str:
+    """
+    :param out: Output directory of the comparison
+    :param n_asked: Number of runs asked for
+    :param missing: The runs asked for that are not finished, each with the finished run of the same name and other
+        settings, or ``None`` (as :func:`~sb3_ncdpo.compare.results.missing_runs` returns them)
+    :return: Why ``--report-only`` writes nothing: each missing run on its own line, and how to produce them
+    """
+    if not out.exists():
+        why = f"{out} does not exist, so none of the {n_asked} run(s) asked for is finished"
+    elif not finished_specs(out):
+        why = f"{out} holds no finished run, so none of the {n_asked} run(s) asked for is finished"
+    else:
+        why = f"{len(missing)} of the {n_asked} run(s) asked for {'is' if len(missing) == 1 else 'are'} not finished in {out}"
+    lines = []
+    for spec, found in missing:
+        line = f"  {spec.algo} on {spec.env}, seed {spec.seed}, {spec.timesteps} timesteps"
+        line += f", label {spec.label}" if spec.label else ""
+        if found is not None:
+            asked, done = asdict(spec), asdict(found)
+            other = ", ".join(
+                f"--{_OPTIONS.get(key, key).replace('_', '-')} {done[key]!r} instead of {value!r}"
+                for key, value in asked.items()
+                if done[key] != value
+            )
+            line += f" (finished with other settings: {other})"
+        lines.append(line)
+    how = "Run the same command without --report-only to train them (the finished ones are reused)"
+    if any(found is not None for _, found in missing):
+        how += f"; a run finished with other settings is refused there too: delete its files in {out / 'runs'} first"
+    return f"--report-only: {why}; nothing was written. Missing:\n" + "\n".join(lines) + f"\n{how}."
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -70,7 +111,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--metric", choices=METRICS, default="iqm", help="aggregate over seeds")
     parser.add_argument("--out", type=Path, required=True, help="output directory (finished runs in it are reused)")
-    parser.add_argument("--report-only", action="store_true", help="rewrite the report from finished runs, run nothing")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: report exactly the runs this command names, which must all be finished (else exit 1)",
+    )
     args = parser.parse_args(argv)
     for name in ("seeds", "timesteps", "n_eval_episodes", "n_jobs", "threads"):
         if getattr(args, name) < 1:
@@ -103,6 +148,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """
+    Run the comparison, then report every finished run of ``--out``; with ``--report-only``, run nothing and report
+    exactly the runs asked for, or exit with status 1 naming those that are not finished (and write nothing).
+
     :param argv: Arguments after ``compare`` (``sys.argv[1:]`` by default)
     """
     args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -125,7 +173,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         for seed in seeds
         for algo in args.algos
     ]
-    failures = [] if args.report_only else execute(specs, args.out, args.n_jobs)
+    if args.report_only:
+        missing = missing_runs(args.out, specs)
+        if missing:
+            sys.exit(_missing_message(args.out, len(dict.fromkeys(specs)), missing))
+        print(report(args.out, args.metric, specs))
+        return
+    failures = execute(specs, args.out, args.n_jobs)
     print(report(args.out, args.metric))
     if failures:
         lines = "\n".join(f"  {f.spec.name}: {f.error}" for f in failures)

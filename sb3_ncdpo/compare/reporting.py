@@ -1,8 +1,9 @@
 """
-The report of a comparison, written from its finished runs: ``results.csv``, the curve PNGs and ``summary.md`` (the
-summary table, and the commands that reproduce every run).
+The report of a comparison, written from its finished runs (every one in the folder, or exactly those asked for):
+``results.csv``, the curve PNGs and ``summary.md`` (the summary table, and the commands that reproduce every run in it).
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from sb3_ncdpo.compare.plots import plot_curves
@@ -10,10 +11,14 @@ from sb3_ncdpo.compare.results import RunSpec, finished_specs, load_rows, to_csv
 from sb3_ncdpo.compare.stats import algos_in_order, final_rows, summary_table
 
 
-def commands(out: Path) -> list[str]:
-    """:return: Commands that re-run every finished run of ``out``, one per group of shared settings"""
+def commands(out: Path, specs: Sequence[RunSpec] | None = None) -> list[str]:
+    """
+    :param out: Output directory of the comparison
+    :param specs: Only these runs (those of them finished with the same settings); ``None``: every finished run
+    :return: Commands that re-run those finished runs of ``out``, one per group of shared settings
+    """
     groups: dict[tuple[int, int, int, int, str, str, str], list[RunSpec]] = {}
-    for spec in finished_specs(out).values():
+    for spec in finished_specs(out, specs).values():
         key = (
             spec.timesteps,
             spec.eval_freq,
@@ -42,13 +47,18 @@ def commands(out: Path) -> list[str]:
     return lines
 
 
-def report(out: Path, metric: str = "iqm") -> str:
+def report(out: Path, metric: str = "iqm", specs: Sequence[RunSpec] | None = None) -> str:
     """
-    Write ``results.csv``, the curve PNGs and ``summary.md`` from the finished runs of ``out``.
+    Write ``results.csv``, the curve PNGs and ``summary.md`` from the finished runs of ``out``: every one of them, or
+    only those of ``specs`` (the other runs are left out of the report; their files stay as they are).
 
+    :param out: Output directory of the comparison
+    :param metric: Aggregate over seeds, one of :data:`~sb3_ncdpo.compare.stats.METRICS`
+    :param specs: Report only these runs (those of them finished with the same settings); ``None``: every finished
+        run of ``out``
     :return: The summary table
     """
-    rows = load_rows(out)
+    rows = load_rows(out, specs)
     if not rows:
         return "no finished run"
     rows.sort(key=lambda r: (r["env"], r["algo"], r["seed"], r["timesteps"]))
@@ -61,7 +71,7 @@ def report(out: Path, metric: str = "iqm") -> str:
         "training (evaluation time excluded). Learning curves: "
         + ", ".join(f"[{p.name}]({p.name})" for p in images)
         + f".\n\nReproduce (about {cpu_hours:.1f} CPU-hours of training; `--n-jobs` runs in parallel):\n\n"
-        + "\n".join(f"    {c}" for c in commands(out))
+        + "\n".join(f"    {c}" for c in commands(out, specs))
         + "\n"
     )
     write_atomically(out / "summary.md", text)

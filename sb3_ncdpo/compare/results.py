@@ -1,12 +1,14 @@
 """
 The runs of a comparison and their files: :class:`RunSpec` names a run, a finished run lies in ``<out>/runs`` as
-``<run>.csv`` (its evaluations, :data:`FIELDS`) and ``<run>.json`` (its settings, written last), and
-:func:`load_rows` reads every finished run back.
+``<run>.csv`` (its evaluations, :data:`FIELDS`) and ``<run>.json`` (its settings, written last);
+:func:`load_rows` reads finished runs back (all of them, or those asked for) and :func:`missing_runs` names the runs
+asked for that are not finished.
 """
 
 import csv
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,20 +93,41 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def finished_specs(out: Path) -> dict[str, RunSpec]:
-    """:return: The finished runs in ``out`` (those with their JSON written), by name"""
-    specs = {}
+def finished_specs(out: Path, specs: Iterable[RunSpec] | None = None) -> dict[str, RunSpec]:
+    """
+    :param out: Output directory of the comparison (it may not exist)
+    :param specs: Only these runs, each counted when it is finished with the same settings; ``None``: every run
+    :return: The finished runs in ``out`` (those with their JSON written), by name
+    """
+    done = {}
     for path in sorted((out / "runs").glob("*.json")):
         spec = RunSpec(**json.loads(path.read_text()))
         if (out / "runs" / f"{spec.name}.csv").exists():
-            specs[spec.name] = spec
-    return specs
+            done[spec.name] = spec
+    if specs is None:
+        return done
+    return {spec.name: spec for spec in specs if done.get(spec.name) == spec}
 
 
-def load_rows(out: Path) -> list[dict[str, Any]]:
-    """:return: Every evaluation row of the finished runs in ``out``, typed"""
+def missing_runs(out: Path, specs: Iterable[RunSpec]) -> list[tuple[RunSpec, RunSpec | None]]:
+    """
+    :param out: Output directory of the comparison (it may not exist)
+    :param specs: The runs asked for
+    :return: Each run of ``specs`` (once, in order) that is not finished in ``out`` with the same settings, with the
+        finished run of the same name and other settings, or ``None`` where there is none
+    """
+    done = finished_specs(out)
+    return [(spec, done.get(spec.name)) for spec in dict.fromkeys(specs) if done.get(spec.name) != spec]
+
+
+def load_rows(out: Path, specs: Iterable[RunSpec] | None = None) -> list[dict[str, Any]]:
+    """
+    :param out: Output directory of the comparison
+    :param specs: Read only these runs (those of them finished with the same settings); ``None``: every finished run
+    :return: The evaluation rows of the finished runs in ``out``, typed
+    """
     rows = []
-    for spec in finished_specs(out).values():
+    for spec in finished_specs(out, specs).values():
         with open(out / "runs" / f"{spec.name}.csv", newline="") as file:
             for row in csv.DictReader(file):
                 typed: dict[str, Any] = {k: float(v) for k, v in row.items() if k not in ("algo", "env")}
