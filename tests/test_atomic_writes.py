@@ -25,7 +25,7 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary_file(tmp_path)
         raise RuntimeError("interrupted")
     assert target.read_text() == "good" and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
     with atomic_file(target) as tmp:
-        assert tmp.parent == tmp_path and tmp.suffix == ".txt" and tmp.name.startswith(".a.txt.tmp-")
+        assert tmp.parent == tmp_path and tmp.suffix == ".tmp" and tmp.name.startswith(".a.txt.tmp-")
         tmp.write_text("new")
     assert target.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
 

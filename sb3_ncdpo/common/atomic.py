@@ -37,7 +37,7 @@ def _fsync_folder(folder: Path) -> None:
 @contextlib.contextmanager
 def atomic_file(target: str | os.PathLike[str]) -> Iterator[Path]:
     """
-    Write a file atomically: the body writes the temporary path this yields (same folder, same suffix as ``target``);
+    Write a file atomically: the body writes the temporary path this yields (same folder, suffix ``.tmp``);
     when it returns, the file is flushed to disk and renamed to ``target``, replacing it in one step. If the body
     raises, the temporary file is removed and ``target`` is left as it was.
 
@@ -46,7 +46,8 @@ def atomic_file(target: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, name = tempfile.mkstemp(prefix=_temporary_name(target), suffix=target.suffix or ".tmp", dir=target.parent)
+    # ".tmp" last: a kill's leftover never matches a pattern of the target's kind ("*.json", "*.zip")
+    descriptor, name = tempfile.mkstemp(prefix=_temporary_name(target), suffix=".tmp", dir=target.parent)
     os.close(descriptor)
     tmp = Path(name)
     try:

@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 
+from sb3_ncdpo.common.atomic import atomic_file
 from sb3_ncdpo.compare.results import file_stem
 from sb3_ncdpo.compare.stats import algos_in_order, iqm_or_mean, seeded_interval_estimates
 
@@ -59,7 +60,8 @@ def plot_curves(rows: list[dict[str, Any]], out: Path, metric: str = "iqm") -> l
         ax.legend()
         fig.tight_layout()
         path = out / f"curves_{file_stem(env_id)}.png"
-        fig.savefig(path, dpi=110)
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
         plt.close(fig)
         paths.append(path)
     return paths

@@ -7,11 +7,12 @@ asked for that are not finished.
 
 import csv
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sb3_ncdpo.common.atomic import atomic_file
 
 #: Algorithms that ``compare`` can run, by name; each needs a packaged ``hyperparams/<name>.yml``.
 COMPARED = ("ncdpo", "dppo", "ppo")
@@ -69,14 +70,14 @@ def file_stem(env_id: str) -> str:
 
 def write_atomically(path: Path, text: str) -> None:
     """
-    Write ``text`` to a temporary file next to ``path``, then rename it, so that ``path`` is never half-written.
+    Write ``text`` to ``path`` atomically (:func:`~sb3_ncdpo.common.atomic.atomic_file`), so that ``path`` is never
+    half-written.
 
     :param path: File to write
     :param text: Its content
     """
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
