@@ -3,7 +3,12 @@ Misuse gets one clear line, naming the argument and what is allowed, before anyt
 the misuses tried (the Python API, then the command line), each with the message it must give.
 """
 
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import gymnasium as gym
@@ -116,3 +121,31 @@ def test_help_works_on_the_command_and_every_subcommand(capsys):
             main([command, "--help"])
         assert exit_info.value.code == 0, command
         assert "usage" in capsys.readouterr().out.lower(), command
+
+
+def test_ctrl_c_in_compare_ends_with_one_line_saying_how_to_resume(tmp_path):
+    """SIGINT to the whole process group, as a terminal sends it: no traceback from the command or its run processes."""
+    command = [sys.executable, "-m", "sb3_ncdpo", "compare", "--env", "Pendulum-v1", "--algos", "ppo", "--seeds", "2"]
+    command += ["--timesteps", "1000000", "--n-jobs", "2", "--out", str(tmp_path / "out")]
+    child = subprocess.Popen(command, stderr=subprocess.PIPE, start_new_session=True)
+    assert child.stderr is not None
+    seen = b""
+    while b"runs:" not in seen:  # the run processes are being started
+        chunk = child.stderr.read1(1024)
+        assert chunk, seen
+        seen += chunk
+    time.sleep(10.0)  # past the run processes' start-up (a Ctrl-C while Python itself starts still prints its traceback)
+    os.killpg(child.pid, signal.SIGINT)
+    seen += child.stderr.read()
+    assert child.wait(timeout=60) == 1
+    text = seen.decode()
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+    assert re.search(r"interrupted: 0 of the 2 run\(s\) asked for are finished in .*/out/runs \(kept\); run the same", text)
+
+
+def test_compare_refuses_an_out_that_cannot_be_created(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    for out in (tmp_path / "file", tmp_path / "file" / "sub"):
+        with pytest.raises(SystemExit):
+            main(["compare", "--env", "Pendulum-v1", "--timesteps", "64", "--out", str(out)])
+        assert "--out" in (err := capsys.readouterr().err) and "is a file" in err

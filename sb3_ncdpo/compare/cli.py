@@ -143,7 +143,24 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             problem = _run_problem(algo, env_id, args.pretrained, check_folder=not args.report_only)
             if problem:
                 parser.error(problem)
+    out_problem = None if args.report_only else _out_problem(args.out)
+    if out_problem:
+        parser.error(out_problem)
     return args
+
+
+def _out_problem(out: Path) -> str | None:
+    """:return: Why ``--out`` cannot be created and written, or ``None``"""
+    if out.exists() and not out.is_dir():
+        return f"--out {str(out)!r} is a file, not a folder"
+    ancestor = out
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"--out {str(out)!r} cannot be created: {str(ancestor)!r} is a file"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"--out {str(out)!r} cannot be created or written: no write permission in {str(ancestor)!r}"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -179,7 +196,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.exit(_missing_message(args.out, len(dict.fromkeys(specs)), missing))
         print(report(args.out, args.metric, specs))
         return
-    failures = execute(specs, args.out, args.n_jobs)
+    try:
+        failures = execute(specs, args.out, args.n_jobs)
+    except KeyboardInterrupt:
+        finished = len(finished_specs(args.out, specs)) if args.out.is_dir() else 0
+        sys.exit(
+            f"interrupted: {finished} of the {len(dict.fromkeys(specs))} run(s) asked for are finished in "
+            f"{args.out / 'runs'} (kept); run the same command again to resume"
+        )
     print(report(args.out, args.metric))
     if failures:
         lines = "\n".join(f"  {f.spec.name}: {f.error}" for f in failures)

@@ -5,7 +5,9 @@ evaluates one :class:`~sb3_ncdpo.compare.results.RunSpec` and writes its files, 
 """
 
 import json
+import os
 import resource
+import signal
 import tempfile
 import time
 import traceback
@@ -210,6 +212,15 @@ def plan(specs: Sequence[RunSpec], out: Path) -> list[RunSpec]:
     return todo
 
 
+def _quiet_interrupt() -> None:
+    """
+    A run's process ends on Ctrl-C without a traceback of its own (the terminal sends it to every process of the
+    group): the command reports the interruption once, and an interrupted run has written nothing (its files are
+    written when it finishes).
+    """
+    signal.signal(signal.SIGINT, lambda signum, frame: os._exit(130))
+
+
 @dataclass
 class Failure:
     """A run that raised: it is reported and leaves the finished runs untouched."""
@@ -241,7 +252,9 @@ def execute(
         print(f"reusing {len(specs) - len(todo)} finished run(s) from {out / 'runs'}", flush=True)
     failures = []
     # spawn + one task per child: every run starts from a fresh interpreter, so its peak RSS is its own.
-    with ProcessPoolExecutor(max_workers=n_jobs, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
+    with ProcessPoolExecutor(
+        max_workers=n_jobs, mp_context=get_context("spawn"), max_tasks_per_child=1, initializer=_quiet_interrupt
+    ) as pool:
         futures: dict[Future[Path], RunSpec] = {pool.submit(runner, spec, out, n_jobs == 1): spec for spec in todo}
         with tqdm(total=len(todo), desc="runs", unit="run", disable=not todo) as bar:
             for future in as_completed(futures):
