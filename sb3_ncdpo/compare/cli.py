@@ -18,6 +18,7 @@ Example::
 """
 
 import argparse
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from sb3_ncdpo.common.policy_settings import check_policy_kwargs
+from sb3_ncdpo.compare.ray_runs import execute_on_ray
 from sb3_ncdpo.compare.reporting import report
 from sb3_ncdpo.compare.results import COMPARED, RunSpec, finished_specs, missing_runs
 from sb3_ncdpo.compare.runs import execute, pretrained_path
@@ -112,6 +114,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--metric", choices=METRICS, default="iqm", help="aggregate over seeds")
     parser.add_argument("--out", type=Path, required=True, help="output directory (finished runs in it are reused)")
     parser.add_argument(
+        "--ray-address",
+        default="",
+        help="run on this existing Ray cluster (HOST:PORT of its head, or auto), one task per run, instead of local "
+        "processes; the files are written here as the runs finish",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="run nothing: report exactly the runs this command names, which must all be finished (else exit 1)",
@@ -143,10 +151,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             problem = _run_problem(algo, env_id, args.pretrained, check_folder=not args.report_only)
             if problem:
                 parser.error(problem)
-    out_problem = None if args.report_only else _out_problem(args.out)
-    if out_problem:
-        parser.error(out_problem)
+    where_problem = _where_problem(args)
+    if where_problem:
+        parser.error(where_problem)
     return args
+
+
+def _where_problem(args: argparse.Namespace) -> str | None:
+    """:return: Why the runs cannot go where the arguments send them (``--out``, ``--ray-address``), or ``None``"""
+    if args.ray_address and args.n_jobs != 1:
+        return "--n-jobs applies to local runs: with --ray-address the cluster's CPUs decide how many runs go at once"
+    if args.ray_address and importlib.util.find_spec("ray") is None:
+        return '--ray-address needs Ray: pip install "sb3-ncdpo[ray]"'
+    return None if args.report_only else _out_problem(args.out)
 
 
 def _out_problem(out: Path) -> str | None:
@@ -197,7 +214,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(report(args.out, args.metric, specs))
         return
     try:
-        failures = execute(specs, args.out, args.n_jobs)
+        if args.ray_address:
+            failures = execute_on_ray(specs, args.out, args.ray_address)
+        else:
+            failures = execute(specs, args.out, args.n_jobs)
     except KeyboardInterrupt:
         finished = len(finished_specs(args.out, specs)) if args.out.is_dir() else 0
         sys.exit(

@@ -121,6 +121,17 @@ def run_one(spec: RunSpec, out: Path, progress_bar: bool = False) -> Path:
     :param progress_bar: Show SB3's progress bar
     :return: Path of the run's CSV
     """
+    return write_run(out, spec, train_run(spec, progress_bar))
+
+
+def train_run(spec: RunSpec, progress_bar: bool = False) -> list[dict[str, Any]]:
+    """
+    Train and evaluate one run, writing nothing (a Ray task returns this to the driver, which writes the files).
+
+    :param spec: The run
+    :param progress_bar: Show SB3's progress bar
+    :return: Its evaluations, one row each (:data:`~sb3_ncdpo.compare.results.FIELDS`)
+    """
     import torch as th
     from stable_baselines3.common.callbacks import EvalCallback
     from stable_baselines3.common.evaluation import evaluate_policy
@@ -184,6 +195,19 @@ def run_one(spec: RunSpec, out: Path, progress_bar: bool = False) -> Path:
         model.learn(spec.timesteps, callback=callback, progress_bar=progress_bar)
     if not rows or rows[-1]["timesteps"] != model.num_timesteps:
         evaluate_now()
+    return rows
+
+
+def write_run(out: Path, spec: RunSpec, rows: list[dict[str, Any]]) -> Path:
+    """
+    Write a finished run's files: its evaluations (CSV) first, then its settings (JSON), whose presence marks the run
+    finished; each atomically.
+
+    :param out: Output directory of the comparison
+    :param spec: The run
+    :param rows: Its evaluations
+    :return: Path of the run's CSV
+    """
     runs = out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     csv_path = runs / f"{spec.name}.csv"
