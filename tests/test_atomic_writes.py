@@ -102,3 +102,28 @@ def test_loaded_models_keep_their_chain_and_networks():
     # the fine-tuning settings may change, as from a pre-trained folder
     model = NCDPO.load(path, custom_objects={"policy_kwargs": dict(SAVED_KWARGS, fixed_std=0.2, sampler="ddim")})
     assert model.policy.fixed_std == 0.2 and model.policy.chain.config.sampler == "ddim"
+
+
+def test_collect_demos_publishes_a_dataset_whole_or_not_at_all(tmp_path, monkeypatch):
+    import minari
+    from stable_baselines3 import PPO
+
+    from sb3_ncdpo.pretrain.demos import collect_demos
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    PPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=64, seed=0).save(tmp_path / "expert.zip")
+    create = minari.DataCollector.create_dataset
+
+    def create_then_fail(self, **kwargs):
+        create(self, **kwargs)  # the dataset is complete in the staging folder...
+        raise RuntimeError("killed")  # ...and the process dies before it is published
+
+    monkeypatch.setattr(minari.DataCollector, "create_dataset", create_then_fail)
+    with pytest.raises(RuntimeError, match="killed"):
+        collect_demos(tmp_path / "expert.zip", "ppo", "Pendulum-v1", "test/atomic-v0", n_episodes=1, seed=0)
+    assert "test/atomic-v0" not in minari.list_local_datasets()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["datasets", "expert.zip"]  # no staging folder left
+    monkeypatch.setattr(minari.DataCollector, "create_dataset", create)
+    dataset = collect_demos(tmp_path / "expert.zip", "ppo", "Pendulum-v1", "test/atomic-v0", n_episodes=1, seed=0)
+    assert dataset.total_episodes == 1 and "test/atomic-v0" in minari.list_local_datasets()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["datasets", "expert.zip"]

@@ -9,8 +9,12 @@ model acts through. "Medium"-quality data comes from a partially trained checkpo
 """
 
 import argparse
+import contextlib
+import os
+import shutil
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 
+from sb3_ncdpo.common.atomic import atomic_file
 from sb3_ncdpo.zoo import ALGORITHMS, eval_policy_kwargs
 
 
@@ -129,13 +134,46 @@ def collect_demos(
         obs, _, dones, _ = venv.step(action)
         done_episodes += int(dones[0])
     noise_text = f" with Gaussian action noise {action_noise} (half-range units)" if noisy else ""
-    dataset = collector.create_dataset(
-        dataset_id=dataset_id,
-        algorithm_name=f"{algo} ({'deterministic' if deterministic else 'stochastic'}){noise_text}",
-        description=description or f"{n_episodes} episodes of {model_path} on {env_id}{noise_text}",
-    )
+    with staged_dataset(dataset_id):
+        collector.create_dataset(
+            dataset_id=dataset_id,
+            algorithm_name=f"{algo} ({'deterministic' if deterministic else 'stochastic'}){noise_text}",
+            description=description or f"{n_episodes} episodes of {model_path} on {env_id}{noise_text}",
+        )
     venv.close()
-    return dataset
+    return minari.load_dataset(dataset_id)
+
+
+@contextlib.contextmanager
+def staged_dataset(dataset_id: str) -> Iterator[None]:
+    """
+    Create a Minari dataset atomically: for the body, Minari's datasets folder is a temporary one next to the real one
+    (same file system); when the body returns, the dataset it created there is renamed into the real folder in one step
+    (its namespace's metadata first, where the namespace is new). A kill or an error leaves no partial dataset under
+    its id (at most the temporary folder, named ``.sb3-ncdpo-staging-*``, beside the datasets folder).
+
+    :param dataset_id: The id of the dataset the body creates (``namespace/name-vN`` or ``name-vN``)
+    """
+    import minari.storage.datasets_root_dir as datasets_root_dir
+
+    root = datasets_root_dir.get_dataset_path()
+    previous = os.environ.get("MINARI_DATASETS_PATH")
+    with tempfile.TemporaryDirectory(prefix=".sb3-ncdpo-staging-", dir=root.parent) as staging:
+        os.environ["MINARI_DATASETS_PATH"] = staging
+        try:
+            yield
+        finally:
+            if previous is None:
+                del os.environ["MINARI_DATASETS_PATH"]
+            else:
+                os.environ["MINARI_DATASETS_PATH"] = previous
+        staged, target = Path(staging) / dataset_id, root / dataset_id
+        target.parent.mkdir(parents=True, exist_ok=True)
+        namespace_metadata = staged.parent / "namespace_metadata.json"
+        if namespace_metadata.exists() and not (target.parent / namespace_metadata.name).exists():
+            with atomic_file(target.parent / namespace_metadata.name) as tmp:
+                shutil.copyfile(namespace_metadata, tmp)
+        os.rename(staged, target)
 
 
 def load_demos(dataset_id: str, download: bool = False) -> Any:
