@@ -163,6 +163,8 @@ def finetune_stage(envs: list[str], work: Path, args: argparse.Namespace) -> Non
         "--n-eval-episodes", str(args.n_eval_episodes), "--threads", "1", "--n-jobs", "1",
         "--out", _relative(args.out), "--pretrained", _relative(work / "pretrained") + "/{env}/{policy}",
     ]  # fmt: skip
+    if args.ray_address:  # the runs as Ray tasks on that cluster (the pre-trained folders at the same path on every node)
+        command += ["--ray-address", args.ray_address]
     print(" ".join(command), flush=True)
     subprocess.run(command, check=False)
 
@@ -239,11 +241,13 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, default=50_000, help="fine-tuning budget per run")
     parser.add_argument("--eval-freq", type=int, default=5_000)
     parser.add_argument("--n-eval-episodes", type=int, default=10)
+    parser.add_argument("--ray-address", default="", help="fine-tuning runs on this Ray cluster (compare --ray-address)")
     args = parser.parse_args()
     os.environ.setdefault("MINARI_DATASETS_PATH", str(args.work / "minari"))
     args.out.mkdir(parents=True, exist_ok=True)
     if set(args.stages) - {"report"}:  # a report alone leaves the recorded settings of the runs as they are
-        settings = {k: _relative(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("stages", "env")}
+        recorded = {k: v for k, v in vars(args).items() if k not in ("stages", "env", "ray_address")}  # not where it ran
+        settings = {k: _relative(v) if isinstance(v, Path) else v for k, v in recorded.items()}
         (args.out / "settings.json").write_text(json.dumps(settings, indent=1))
     for env_id in args.env:
         if "experts" in args.stages:
