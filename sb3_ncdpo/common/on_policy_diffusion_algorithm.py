@@ -1,8 +1,8 @@
 """
 The base class of the on-policy algorithms on :class:`~sb3_ncdpo.common.policies.DiffusionActorCriticPolicy` (NCDPO,
 DPPO), as SB3's ``OnPolicyAlgorithm`` is A2C's and PPO's: argument checks, setup, the rollout loop (written once),
-starting from a pre-trained folder, critic warm-up, the BC reference policy, and PPO's update loop and loss (written
-once: each algorithm gives its minibatch loss).
+starting from a pre-trained folder, critic warm-up, the BC reference policy, atomic saves and loads that keep the
+chain. PPO's update over it is :class:`~sb3_ncdpo.common.diffusion_ppo.DiffusionPPO`.
 """
 
 import io
@@ -21,16 +21,14 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.save_util import json_to_data, open_path
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, PyTorchObs, Schedule
-from stable_baselines3.common.utils import FloatSchedule, explained_variance, obs_as_tensor
+from stable_baselines3.common.utils import FloatSchedule, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
-from torch.nn import functional as F
 
 from sb3_ncdpo.common.atomic import atomic_file
 from sb3_ncdpo.common.finetune import check_finetune_args, frozen_copy, train_critic_only
 from sb3_ncdpo.common.policies import CnnDiffusionPolicy, DiffusionActorCriticPolicy, MultiInputDiffusionPolicy
 from sb3_ncdpo.common.policy_settings import check_action_space, check_policy_kwargs
 from sb3_ncdpo.common.pretrained import check_kept_policy_kwargs, init_from_pretrained, pretrained_policy_kwargs
-from sb3_ncdpo.common.train_log import TrainLog
 
 SelfOnPolicyDiffusionAlgorithm = TypeVar("SelfOnPolicyDiffusionAlgorithm", bound="OnPolicyDiffusionAlgorithm")
 
@@ -39,9 +37,9 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
     """
     The base class of PPO-style algorithms on a diffusion policy. A subclass sets ``rollout_buffer_classes`` and
     ``supported_action_spaces`` and implements :meth:`_rollout_buffer_kwargs` (what its buffer needs from the policy),
-    :meth:`_policy_step` (what the policy returns for an observation and the buffer stores), :meth:`_minibatch_loss`
-    (its loss, usually through :meth:`_ppo_loss`) and ``train()`` (warm-up, :meth:`_ppo_update`, its own logs), as
-    ``ppo.py`` does over ``OnPolicyAlgorithm``. The constructor takes PPO's arguments with PPO's meaning and defaults
+    :meth:`_policy_step` (what the policy returns for an observation and the buffer stores) and ``train()``, as
+    ``ppo.py`` does over ``OnPolicyAlgorithm`` (:class:`~sb3_ncdpo.common.diffusion_ppo.DiffusionPPO` gives PPO's
+    update). The constructor takes PPO's arguments with PPO's meaning and defaults
     (gSDE excepted) plus the fine-tuning ones: :class:`~sb3_ncdpo.NCDPO` documents them.
     """
 
@@ -369,145 +367,6 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, tensors = super()._get_torch_save_params()
         return ([*state_dicts, "reference_policy"] if self.bc_coef > 0 else state_dicts), tensors
-
-    # --- PPO's update, written once: each algorithm gives its minibatch loss ---
-
-    def _minibatch_loss(
-        self, rollout_data: Any, minibatch: int, clip_range: float, clip_range_vf: float | None, log: TrainLog
-    ) -> tuple[th.Tensor, th.Tensor]:
-        """
-        :param rollout_data: A minibatch of the rollout buffer
-        :param minibatch: Its index in the epoch
-        :param clip_range: The clip range at the current progress
-        :param clip_range_vf: The value clip range (``None``: no value clipping)
-        :param log: Where the minibatch's statistics go
-        :return: The loss to minimise and the log-probabilities it used (for the KL early stop, against
-            ``rollout_data.old_log_prob``)
-        """
-        raise NotImplementedError
-
-    def _ppo_update(self) -> tuple[TrainLog, float]:
-        """
-        SB3's PPO update loop over :meth:`_minibatch_loss`: ``n_epochs`` passes over the rollout buffer, one gradient step
-        per minibatch, early stop at ``1.5 * target_kl``; then the logs.
-
-        :return: What the update logged, and the clip range it used
-        """
-        # Switch to train mode (this affects batch norm / dropout)
-        self.policy.set_training_mode(True)
-        # Update optimizer learning rate
-        self._update_learning_rate(self.policy.optimizer)
-        # Compute current clip range (and the value function's, None: no clipping)
-        clip_range = self.clip_range(self._current_progress_remaining)  # type: ignore[operator]
-        clip_range_vf = None
-        if self.clip_range_vf is not None:
-            clip_range_vf = self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
-        log = TrainLog()
-
-        continue_training = True
-        # train for n_epochs epochs
-        for epoch in range(self.n_epochs):
-            log.approx_kl_divs = []
-            # Do a complete pass on the rollout buffer
-            for minibatch, rollout_data in enumerate(self.rollout_buffer.get(self.batch_size)):
-                loss, log_prob = self._minibatch_loss(rollout_data, minibatch, clip_range, clip_range_vf, log)
-
-                # Calculate approximate form of reverse KL Divergence for early stopping
-                # see issue #417: https://github.com/DLR-RM/stable-baselines3/issues/417
-                # and discussion in PR #419: https://github.com/DLR-RM/stable-baselines3/pull/419
-                # and Schulman blog: http://joschu.net/blog/kl-approx.html
-                with th.no_grad():
-                    log_ratio = log_prob - rollout_data.old_log_prob
-                    approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio).cpu().numpy()
-                    log.approx_kl_divs.append(approx_kl_div)
-
-                if self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
-                    continue_training = False
-                    if self.verbose >= 1:
-                        print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
-                    break
-
-                # Optimization step
-                self.policy.optimizer.zero_grad()
-                loss.backward()
-                # Clip grad norm
-                grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-                log.grad_norms.append(grad_norm.item())
-                self.policy.optimizer.step()
-
-            self._n_updates += 1
-            if not continue_training:
-                break
-
-        explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
-        final_std = self.policy.final_std().mean().item() if isinstance(self.action_space, spaces.Box) else None
-        log.record(self.logger, loss, explained_var, final_std, self._n_updates, clip_range, clip_range_vf)
-        return log, clip_range
-
-    def _normalized(self, advantages: th.Tensor) -> th.Tensor:
-        """:return: The advantages normalised over the minibatch, if ``normalize_advantage`` (not for one sample)"""
-        # Normalization does not make sense if mini batchsize == 1, see GH issue #325
-        if self.normalize_advantage and len(advantages) > 1:
-            return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        return advantages
-
-    def _ppo_loss(
-        self,
-        log_prob: th.Tensor,
-        entropy: th.Tensor | None,
-        values: th.Tensor,
-        advantages: th.Tensor,
-        rollout_data: Any,
-        clip_range: float | th.Tensor,
-        clip_range_vf: float | None,
-        log: TrainLog,
-    ) -> th.Tensor:
-        """
-        PPO's loss on a minibatch: the clipped surrogate, the value loss and the entropy bonus (statistics to ``log``).
-
-        :param log_prob: The log-probabilities under the current policy
-        :param entropy: The entropies (``None``: approximated by ``-log_prob``)
-        :param values: The values, flat
-        :param advantages: The advantages (normalised, and scaled as the algorithm wants)
-        :param rollout_data: The minibatch (its ``old_log_prob``, ``old_values``, ``returns``)
-        :param clip_range: The clip range, or one per sample
-        :param clip_range_vf: The value clip range (``None``: no value clipping)
-        :param log: Where the statistics go
-        :return: ``policy_loss + ent_coef * entropy_loss + vf_coef * value_loss``
-        """
-        # ratio between old and new policy, should be one at the first iteration
-        ratio = th.exp(log_prob - rollout_data.old_log_prob)
-
-        # clipped surrogate loss
-        policy_loss_1 = advantages * ratio
-        policy_loss_2 = advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)  # type: ignore[arg-type, operator]
-        policy_loss = -th.min(policy_loss_1, policy_loss_2).mean()
-
-        # Logging
-        log.pg_losses.append(policy_loss.item())
-        clip_fraction = th.mean((th.abs(ratio - 1) > clip_range).float()).item()
-        log.clip_fractions.append(clip_fraction)
-
-        if clip_range_vf is None:
-            # No clipping
-            values_pred = values
-        else:
-            # Clip the difference between old and new value
-            # NOTE: this depends on the reward scaling
-            values_pred = rollout_data.old_values + th.clamp(values - rollout_data.old_values, -clip_range_vf, clip_range_vf)
-        # Value loss using the TD(gae_lambda) target
-        value_loss = F.mse_loss(rollout_data.returns, values_pred)
-        log.value_losses.append(value_loss.item())
-
-        # Entropy loss favor exploration
-        if entropy is None:
-            # Approximate entropy when no analytical form
-            entropy_loss = -th.mean(-log_prob)
-        else:
-            entropy_loss = -th.mean(entropy)
-        log.entropy_losses.append(entropy_loss.item())
-
-        return policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
 
     def save(
         self,

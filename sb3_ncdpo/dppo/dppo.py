@@ -8,7 +8,7 @@ from stable_baselines3.common.type_aliases import GymEnv, PyTorchObs, Schedule
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_ncdpo.common.diffusion import ChainConfig
-from sb3_ncdpo.common.on_policy_diffusion_algorithm import OnPolicyDiffusionAlgorithm
+from sb3_ncdpo.common.diffusion_ppo import DiffusionPPO
 from sb3_ncdpo.common.policies import DiffusionActorCriticPolicy
 from sb3_ncdpo.common.policy_settings import check_action_space
 from sb3_ncdpo.common.train_log import TrainLog
@@ -21,7 +21,7 @@ from sb3_ncdpo.dppo.denoising_mdp import DenoisingMDP
 DEFAULT_POLICY_KWARGS: dict[str, Any] = {"min_step_std": 0.1, "fixed_std": 0.1, "noise_clip": 3.0}
 
 
-class DPPO(OnPolicyDiffusionAlgorithm):
+class DPPO(DiffusionPPO):
     """
     Diffusion Policy Policy Optimization (DPPO): PPO on the denoising MDP of a diffusion policy.
 

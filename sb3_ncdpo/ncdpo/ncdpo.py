@@ -5,13 +5,13 @@ import torch as th
 from stable_baselines3.common.distributions import Distribution, kl_divergence
 from stable_baselines3.common.type_aliases import PyTorchObs
 
-from sb3_ncdpo.common.on_policy_diffusion_algorithm import OnPolicyDiffusionAlgorithm
+from sb3_ncdpo.common.diffusion_ppo import DiffusionPPO
 from sb3_ncdpo.common.policy_settings import SUPPORTED_ACTION_SPACES
 from sb3_ncdpo.common.train_log import TrainLog
 from sb3_ncdpo.ncdpo.buffers import NoiseDictRolloutBuffer, NoiseRolloutBuffer
 
 
-class NCDPO(OnPolicyDiffusionAlgorithm):
+class NCDPO(DiffusionPPO):
     """
     Noise-Conditioned Diffusion Policy Optimisation (NCDPO): PPO for diffusion policies, with back-propagation
     through every denoising step.
