@@ -11,6 +11,7 @@ pre-trained folder (the algorithm's ``pretrained`` argument) and reads the packa
 """
 
 import argparse
+import contextlib
 import runpy
 import sys
 from pathlib import Path
@@ -98,9 +99,15 @@ def check_multiagent_enjoy(zoo_args: list[str]) -> None:
     if is_multiagent(known.env) and known.n_envs == 1:
         sys.exit(
             f"--env {known.env} is multi-agent (one sub-env per agent): rl-zoo3's enjoy needs --n-envs 2 or more for it "
-            "(its --n-envs 1 branch assumes a single sub-env); evaluate_policy on sb3_ncdpo.multiagent.make_parallel_vec_env "
-            "reports per-agent returns"
+            "(its --n-envs 1 branch assumes a single sub-env); each finished game's return is printed"
         )
+
+
+def _env_id(zoo_args: list[str]) -> str:
+    """:return: The ``--env`` of rl-zoo3 arguments (rl-zoo3's default otherwise)"""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--env", default="CartPole-v1")
+    return str(parser.parse_known_args(zoo_args)[0].env)
 
 
 def _check_takes_pretrained(zoo_args: list[str]) -> None:
@@ -176,10 +183,18 @@ def main(argv: list[str] | None = None) -> None:
         from rl_zoo3.train import train
 
         train()
-    elif command == "enjoy":
-        from rl_zoo3.enjoy import enjoy
+        return
+    reports: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    if is_multiagent(_env_id(zoo_args)):
+        # Imported here: the multiagent extra (PettingZoo, SuperSuit) is needed by the multi-agent ids alone.
+        from sb3_ncdpo.multiagent import episode_reports
 
-        enjoy()
-    else:
-        # rl-zoo3's record_video has no function to call: it only runs as a script.
-        runpy.run_module("rl_zoo3.record_video", run_name="__main__")
+        reports = episode_reports()  # rl-zoo3 prints no episode of a vec env with more than one sub-env
+    with reports:
+        if command == "enjoy":
+            from rl_zoo3.enjoy import enjoy
+
+            enjoy()
+        else:
+            # rl-zoo3's record_video has no function to call: it only runs as a script.
+            runpy.run_module("rl_zoo3.record_video", run_name="__main__")

@@ -17,8 +17,9 @@ Three ways in:
 * ``sb3-ncdpo compare``: the same ids and entries (compare applies ``vec_env_wrapper`` as rl-zoo3 does).
 """
 
+import contextlib
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -153,6 +154,50 @@ class _SeededVecEnv(VecEnvWrapper):
         return self.venv.get_attr(attr_name, indices)
 
 
+class EpisodeReport(VecEnvWrapper):
+    """
+    Prints each finished game of a multi-agent vec env as rl-zoo3's ``enjoy`` prints an episode ("Episode Reward",
+    "Episode Length"), the return being the mean over the game's agents (each agent's in brackets): ``enjoy`` prints
+    episodes only with ``--n-envs 1``, which a multi-agent id cannot use (one sub-env per agent).
+
+    :param venv: The multi-agent vec env (with ``VecMonitor``'s episode infos), the agents of a copy side by side
+    :param n_agents: Agents per copy of the env
+    """
+
+    def __init__(self, venv: VecEnv, n_agents: int) -> None:
+        super().__init__(venv)
+        self.n_agents = n_agents
+
+    def reset(self) -> VecEnvObs:
+        return self.venv.reset()
+
+    def step_wait(self) -> VecEnvStepReturn:
+        observations, rewards, dones, infos = self.venv.step_wait()
+        for first in range(0, self.num_envs, self.n_agents):
+            episodes = [info.get("episode") for info in infos[first : first + self.n_agents]]
+            if all(episode is not None for episode in episodes):
+                returns = [float(episode["r"]) for episode in episodes]  # type: ignore[index]
+                agents = ", ".join(f"{value:.2f}" for value in returns)
+                print(f"Episode Reward: {sum(returns) / len(returns):.2f} (agents: {agents})")
+                print("Episode Length", episodes[0]["l"])  # type: ignore[index]
+        return observations, rewards, dones, infos
+
+
+#: Whether :func:`parameter_sharing` adds :class:`EpisodeReport` (inside :func:`episode_reports`)
+_report_episodes = False
+
+
+@contextlib.contextmanager
+def episode_reports() -> Iterator[None]:
+    """Context in which the vec envs that :func:`parameter_sharing` makes print each finished game (``sb3-ncdpo enjoy``)."""
+    global _report_episodes
+    _report_episodes = True
+    try:
+        yield
+    finally:
+        _report_episodes = False
+
+
 def make_parallel_vec_env(
     parallel_env: ParallelEnvMaker,
     n_envs: int = 1,
@@ -239,9 +284,10 @@ def parameter_sharing(venv: VecEnv) -> VecEnv:
     n_envs = venv.num_envs
     seed = getattr(venv, "_seeds", [None])[0]  # what make_vec_env(seed=...) gave the placeholders
     venv.close()
-    return make_parallel_vec_env(
+    vec_env = make_parallel_vec_env(
         settings["parallel_env"], n_envs, seed, global_state=settings["global_state"], env_kwargs=settings["env_kwargs"]
     )
+    return EpisodeReport(vec_env, vec_env.num_envs // n_envs) if _report_episodes else vec_env
 
 
 class SelectKeyExtractor(BaseFeaturesExtractor):
