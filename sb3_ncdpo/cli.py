@@ -161,11 +161,12 @@ def main(argv: list[str] | None = None) -> None:
     if command == "compare":
         compare(zoo_args)
         return
-    if command == "collect-demos":
-        collect_demos(zoo_args)
-        return
-    if command == "pretrain":
-        pretrain(zoo_args)
+    if command in ("collect-demos", "pretrain"):
+        try:
+            (collect_demos if command == "collect-demos" else pretrain)(zoo_args)
+        except KeyboardInterrupt:
+            # Both write their output in one step at the end (a dataset, a pre-trained folder).
+            sys.exit(f"interrupted: {command} wrote nothing (what was there is unchanged); run the same command again")
         return
     register()
     if command in ("enjoy", "record-video"):

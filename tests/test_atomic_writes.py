@@ -97,8 +97,9 @@ def test_loaded_models_keep_their_chain_and_networks():
         NCDPO.load(path, custom_objects={"policy_kwargs": dict(SAVED_KWARGS, n_denoising_steps=5)})
     with pytest.raises(ValueError, match=r"denoiser_hidden_sizes: \[16\] -> \(128, 128\)"):  # a left-out setting changes too
         NCDPO.load(path, custom_objects={"policy_kwargs": {}})
-    with pytest.raises(ValueError, match="policy kwargs do not equal the stored policy kwargs"):  # SB3's own check
-        NCDPO.load(path, policy_kwargs=dict(SAVED_KWARGS, sampler="ddim"))
+    with pytest.raises(ValueError, match=r"^policy_kwargs would change the loaded policy's time_embed_dim: 4 -> 8"):
+        NCDPO.load(path, policy_kwargs=dict(SAVED_KWARGS, time_embed_dim=8))
+    assert NCDPO.load(path, policy_kwargs=dict(SAVED_KWARGS, min_std=0.05)).policy.min_std == 0.05
     # the fine-tuning settings may change, as from a pre-trained folder
     model = NCDPO.load(path, custom_objects={"policy_kwargs": dict(SAVED_KWARGS, fixed_std=0.2, sampler="ddim")})
     assert model.policy.fixed_std == 0.2 and model.policy.chain.config.sampler == "ddim"

@@ -149,3 +149,13 @@ def test_compare_refuses_an_out_that_cannot_be_created(tmp_path, capsys):
         with pytest.raises(SystemExit):
             main(["compare", "--env", "Pendulum-v1", "--timesteps", "64", "--out", str(out)])
         assert "--out" in (err := capsys.readouterr().err) and "is a file" in err
+
+
+@pytest.mark.parametrize("command", ["pretrain", "collect-demos"])
+def test_ctrl_c_in_pretrain_and_collect_demos_ends_with_one_line(command, monkeypatch):
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(f"sb3_ncdpo.cli.{command.replace('-', '_')}", interrupted)
+    with pytest.raises(SystemExit, match=f"interrupted: {command} wrote nothing .*; run the same command again"):
+        main([command, "--help"])

@@ -405,12 +405,19 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
         **kwargs: Any,
     ) -> SelfOnPolicyDiffusionAlgorithm:
         """
-        SB3's ``load``, except that the model keeps the chain and networks it was trained with: ``policy_kwargs`` given
-        through ``custom_objects`` may change only the fine-tuning settings (SB3 already refuses ``policy_kwargs`` in
-        ``kwargs`` that differ from the file's). See SB3's ``BaseAlgorithm.load`` for the arguments.
+        SB3's ``load``, except that the model keeps the chain and networks it was trained with: ``policy_kwargs``, given
+        as a keyword argument or through ``custom_objects``, may change only the fine-tuning settings
+        (:meth:`DiffusionActorCriticPolicy.finetune_overridable_kwargs`). See SB3's ``BaseAlgorithm.load`` for the
+        arguments.
 
-        :raises ValueError: naming the settings that ``custom_objects['policy_kwargs']`` would change
+        :raises ValueError: naming the settings that ``policy_kwargs`` would change
         """
+        if "policy_kwargs" in kwargs:
+            # Checked here like custom_objects' (SB3 refuses any difference, the fine-tuning settings included).
+            custom_objects = {**(custom_objects or {}), "policy_kwargs": kwargs.pop("policy_kwargs")}
+            argument = "policy_kwargs"
+        else:
+            argument = "custom_objects['policy_kwargs']"
         if custom_objects is not None and "policy_kwargs" in custom_objects:
             file = open_path(path, "r", suffix="zip")
             with zipfile.ZipFile(file) as archive:
@@ -418,9 +425,7 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
                 saved = json_to_data(archive.read("data").decode(), custom_objects=others)
             if isinstance(path, io.BufferedIOBase):
                 path.seek(0)
-            check_kept_policy_kwargs(
-                saved.get("policy_kwargs", {}), custom_objects["policy_kwargs"], "custom_objects['policy_kwargs']"
-            )
+            check_kept_policy_kwargs(saved.get("policy_kwargs", {}), custom_objects["policy_kwargs"], argument)
         return super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
 
     def learn(
