@@ -1,5 +1,6 @@
 """Files the package writes are written atomically; nothing is overwritten by surprise; loaded models keep their chain."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -24,10 +25,17 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary_file(tmp_path)
         tmp.write_text("half")
         raise RuntimeError("interrupted")
     assert target.read_text() == "good" and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+    target.chmod(0o640)
     with atomic_file(target) as tmp:
         assert tmp.parent == tmp_path and tmp.suffix == ".tmp" and tmp.name.startswith(".a.txt.tmp-")
         tmp.write_text("new")
     assert target.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+    assert target.stat().st_mode & 0o777 == 0o640  # the replaced file's permissions are kept
+    with atomic_file(tmp_path / "b.txt") as tmp:
+        tmp.write_text("b")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o666 & ~umask  # a new file's: as open() would make it
 
 
 @pytest.mark.parametrize("exchange", [True, False])

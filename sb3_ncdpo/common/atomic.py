@@ -11,6 +11,7 @@ import ctypes
 import ctypes.util
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,15 @@ _AT_FDCWD = -100
 
 def _temporary_name(target: Path) -> str:
     return f".{target.name}.tmp-"
+
+
+def _mode(target: Path, default: int) -> int:
+    """:return: ``target``'s permissions if it exists, else ``default`` less the umask (``mkstemp`` makes ``0o600``)"""
+    if target.exists():
+        return stat.S_IMODE(target.stat().st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    return default & ~umask
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -54,6 +64,7 @@ def atomic_file(target: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as file:
             os.fsync(file.fileno())
+        os.chmod(tmp, _mode(target, 0o666))
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -81,6 +92,7 @@ def atomic_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
             if path.is_file():
                 with open(path, "rb+") as file:
                     os.fsync(file.fileno())
+        os.chmod(tmp, _mode(target, 0o777))
         _replace_folder(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -420,11 +420,15 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
             argument = "custom_objects['policy_kwargs']"
         if custom_objects is not None and "policy_kwargs" in custom_objects:
             file = open_path(path, "r", suffix="zip")
-            with zipfile.ZipFile(file) as archive:
-                others = {key: value for key, value in custom_objects.items() if key != "policy_kwargs"}
-                saved = json_to_data(archive.read("data").decode(), custom_objects=others)
-            if isinstance(path, io.BufferedIOBase):
-                path.seek(0)
+            try:
+                with zipfile.ZipFile(file) as archive:
+                    others = {key: value for key, value in custom_objects.items() if key != "policy_kwargs"}
+                    saved = json_to_data(archive.read("data").decode(), custom_objects=others)
+            finally:
+                if isinstance(path, io.BufferedIOBase):
+                    path.seek(0)  # the caller's file: SB3 reads it next
+                else:
+                    file.close()
             check_kept_policy_kwargs(saved.get("policy_kwargs", {}), custom_objects["policy_kwargs"], argument)
         return super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
 
