@@ -131,9 +131,7 @@ def _check_takes_pretrained(zoo_args: list[str]) -> None:
 
 def _check_pretrained_fits(zoo_args: list[str], pretrained: str) -> None:
     """:raises SystemExit: if the pre-trained policy's spaces do not fit ``--env``'s (before rl-zoo3 makes its folders)"""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--env", default="CartPole-v1")
-    env_id = parser.parse_known_args(zoo_args)[0].env
+    env_id = _env_id(zoo_args)
     try:
         env = gym.make(env_id)
     except Exception:
