@@ -47,6 +47,7 @@ API = [
     ),
     (NCDPO, dict(policy_kwargs=dict(denoiser_hidden_sizes=[])), "denoiser_hidden_sizes must be a non-empty list of ints > 0"),
     (NCDPO, dict(policy_kwargs=dict(use_sde=True)), "use_sde=True is not supported"),
+    (NCDPO, dict(policy_kwargs=dict(gradient_checkpointing="yes")), "gradient_checkpointing must be a bool, got 'yes'"),
     (DPPO, dict(gamma_denoising=0.0), r"gamma_denoising must be a float in \(0, 1\], got 0.0"),
     (DPPO, dict(log_prob_reduction="max"), r"log_prob_reduction must be one of \('mean', 'sum'\), got 'max'"),
     (DPPO, dict(env="CartPole-v1"), r"DPPO supports only Box action spaces \(use NCDPO for discrete ones\)"),

@@ -97,13 +97,26 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
     :param n_finetuned_steps: Train only the last ``K'`` denoising steps (DPPO's partial fine-tuning): the steps
         ``k > K'`` run a frozen copy of the actor (observation encoder and denoiser) made when the policy is built, or
         by :meth:`reset_frozen_actor` after loading pre-trained weights. ``None`` (default): every step is trained
+    :param gradient_checkpointing: Recompute each denoising step's network activations during the backward pass of
+        an update instead of keeping them (PyTorch's activation checkpointing): the update's memory then hardly grows
+        with K, for one more forward pass of the denoiser; same gradients. Updates then run the eager code (traces
+        cannot checkpoint); rollouts and prediction are unchanged
     """
 
     #: Keyword arguments that fine-tuning may change from the pre-trained policy's, besides the chain's own
     #: (:attr:`~sb3_ncdpo.common.diffusion.DenoisingChain.finetune_overridable`): they leave what the pre-trained
     #: weights compute unchanged (the final-step std, the optimizer, which steps are trained).
     finetune_overridable: ClassVar[frozenset[str]] = frozenset(
-        {"fixed_std", "min_std", "log_std_init", "optimizer_class", "optimizer_kwargs", "ortho_init", "n_finetuned_steps"}
+        {
+            "fixed_std",
+            "min_std",
+            "log_std_init",
+            "optimizer_class",
+            "optimizer_kwargs",
+            "ortho_init",
+            "n_finetuned_steps",
+            "gradient_checkpointing",
+        }
     )
     traces: PolicyTraces
     frozen_actor: FrozenActor | None
@@ -148,6 +161,7 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
         fixed_std: float | None = None,
         min_std: float = DEFAULT_MIN_STD,
         n_finetuned_steps: int | None = None,
+        gradient_checkpointing: bool = False,
     ):
         check_action_space(action_space)
         if x0_clip_final is None:
@@ -161,6 +175,7 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
                 min_std=min_std,
                 n_finetuned_steps=n_finetuned_steps,
                 n_denoising_steps=n_denoising_steps,
+                gradient_checkpointing=gradient_checkpointing,
             )
         )
         if optimizer_kwargs is None and optimizer_class is th.optim.Adam:
@@ -190,6 +205,7 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
         self.fixed_std = fixed_std
         self.min_std = min_std
         self.n_finetuned_steps = n_finetuned_steps
+        self.gradient_checkpointing = gradient_checkpointing
         super().__init__(
             observation_space,
             action_space,
@@ -266,6 +282,7 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
             fixed_std=self.fixed_std,
             min_std=self.min_std,
             n_finetuned_steps=self.n_finetuned_steps,
+            gradient_checkpointing=self.gradient_checkpointing,
         )
         return data
 
@@ -369,7 +386,8 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
         traced = self.traces.pick(self.traces.chain, eps_grad_hook=eps_grad_hook)
         if traced is not None:
             return traced(latent_pi, noises, self.time_projections())  # type: ignore[no-any-return]
-        return self.chain.final_mean(self._eps_model(latent_pi, obs), noises, eps_grad_hook=eps_grad_hook)
+        eps_model = self._eps_model(latent_pi, obs)
+        return self.chain.final_mean(eps_model, noises, eps_grad_hook=eps_grad_hook, checkpoint=self.gradient_checkpointing)
 
     def _final_mean_and_values(
         self, obs: PyTorchObs, noises: th.Tensor, eps_grad_hook: EpsGradHook | None = None

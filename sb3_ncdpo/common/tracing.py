@@ -79,6 +79,9 @@ class TracedPolicy(Protocol):
     @property
     def frozen_actor(self) -> nn.Module | None: ...
 
+    @property
+    def gradient_checkpointing(self) -> bool: ...
+
     def _latents(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]: ...
 
     def _floored_log_std(self) -> th.Tensor: ...
@@ -241,8 +244,9 @@ class PolicyTraces:
     ) -> Traced | None:
         """
         The rule: a call runs through its trace unless a gradient hook needs the eager graph, or the early denoising
-        steps run the frozen copy of the actor (``n_finetuned_steps``: two denoisers in one chain), or the call takes
-        the observation and that is a ``Dict`` (traces take tensors), or the call has no trace (user encoders).
+        steps run the frozen copy of the actor (``n_finetuned_steps``: two denoisers in one chain), or the call computes
+        gradients with ``gradient_checkpointing`` (traces cannot recompute a step), or the call takes the observation
+        and that is a ``Dict`` (traces take tensors), or the call has no trace (user encoders).
 
         :param traced: The call's trace, one of this object's attributes (``None`` where it has none)
         :param obs: The observation, for the calls that take one
@@ -250,6 +254,8 @@ class PolicyTraces:
         :return: ``traced`` where the rule allows it, else ``None`` (run the eager code)
         """
         if traced is None or eps_grad_hook is not None or self.policy.frozen_actor is not None:
+            return None
+        if self.policy.gradient_checkpointing and th.is_grad_enabled():
             return None
         return traced if obs is None or isinstance(obs, th.Tensor) else None
 

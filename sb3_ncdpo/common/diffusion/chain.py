@@ -21,12 +21,14 @@ A new chain is a subclass of :class:`DenoisingChain` (in a file of its own) and 
 under a new ``sampler`` name; the policy, behaviour cloning and DPPO then use it through this interface only.
 """
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import torch as th
+from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
 #: ``eps_model(x_k, k)``: the network's prediction at step ``k``; the conditioning is captured by the callable.
 EpsModel = Callable[[th.Tensor, int], th.Tensor]
@@ -214,7 +216,13 @@ class DenoisingChain(ABC):
             noise = noise.clamp(-self.config.noise_clip, self.config.noise_clip)
         return noise
 
-    def final_mean(self, eps_model: EpsModel, noise: th.Tensor, eps_grad_hook: EpsGradHook | None = None) -> th.Tensor:
+    def final_mean(
+        self,
+        eps_model: EpsModel,
+        noise: th.Tensor,
+        eps_grad_hook: EpsGradHook | None = None,
+        checkpoint: bool = False,
+    ) -> th.Tensor:
         """
         Run the chain ``x_K -> x_1`` with the given noise and return ``mu_theta(x_1, 1)``, the mean of the final step.
         Differentiable with respect to the network parameters and to ``noise``.
@@ -224,15 +232,22 @@ class DenoisingChain(ABC):
         :param noise: Stored noise of shape ``(batch, K, dim)`` (see the module docstring for its layout)
         :param eps_grad_hook: If given, called during backward as ``eps_grad_hook(k, grad)`` with the gradient of the
             loss with respect to the network's prediction at step ``k``: shows how much gradient reaches each step
+        :param checkpoint: With gradient, keep no activation of the network between the forward and the backward pass:
+            each step's prediction is recomputed during backward (PyTorch's activation checkpointing), so the memory of
+            the chain's graph grows with K only by the steps' small inputs and outputs; same gradients, one more
+            forward pass of the network in time
         :return: Mean of the final step, shape ``(batch, dim)``
         """
         if noise.ndim != 3 or noise.shape[1] != self.n_steps:
             raise ValueError(f"noise must have shape (batch, {self.n_steps}, dim), got {tuple(noise.shape)}")
+        predict = eps_model
+        if checkpoint and th.is_grad_enabled():
+            predict = functools.partial(torch_checkpoint, eps_model, use_reentrant=False)
         # One unbind rather than an indexing (slice + select) per step: fewer operations in the traced chain.
         noises = noise.unbind(1)
         x = noises[0]
         for i, k in enumerate(range(self.n_steps, 0, -1)):
-            eps = eps_model(x, k)
+            eps = predict(x, k)
             if eps_grad_hook is not None and eps.requires_grad:
                 eps.register_hook(lambda grad, k=k: eps_grad_hook(k, grad))  # type: ignore[misc]
             mean = self.step_mean(x, eps, k)
