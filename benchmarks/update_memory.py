@@ -82,9 +82,8 @@ def main() -> None:
         )
         print(lines[-1] if len(lines) > 3 else "\n".join(lines), flush=True)
     if args.out is not None:
-        command = (
-            f"python benchmarks/update_memory.py --ks {' '.join(map(str, args.ks))} --batch {args.batch} --out {args.out}"
-        )
+        settings = f"--ks {' '.join(map(str, args.ks))} --batch {args.batch} --repeats {args.repeats} --out {args.out}"
+        command = f"python benchmarks/update_memory.py {settings}"
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("\n".join(lines) + f"\n\nReproduce (one torch thread, nothing else running):\n\n    {command}\n")
 
