@@ -12,27 +12,13 @@ Example::
 import argparse
 import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch as th
 from gymnasium import spaces
 
 from sb3_ncdpo import DiffusionActorCriticPolicy
-
-
-def saved_bytes(function: Callable[[], th.Tensor]) -> tuple[int, th.Tensor]:
-    """:return: Bytes of the distinct storages autograd saves while ``function`` runs, and its result"""
-    storages: dict[int, int] = {}
-
-    def pack(tensor: th.Tensor) -> th.Tensor:
-        storage = tensor.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with th.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        result = function()
-    return sum(storages.values()), result
+from sb3_ncdpo.common.memory import saved_tensor_bytes
 
 
 def measure(k: int, batch: int, checkpointing: bool, repeats: int) -> tuple[float, float]:
@@ -49,7 +35,7 @@ def measure(k: int, batch: int, checkpointing: bool, repeats: int) -> tuple[floa
         values, log_prob, entropy = policy.evaluate_actions(obs, actions, noises)
         return log_prob.mean() + values.mean() + entropy.mean()
 
-    memory, _ = saved_bytes(loss)
+    memory, _ = saved_tensor_bytes(loss)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

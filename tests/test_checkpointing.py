@@ -6,20 +6,7 @@ import torch as th
 from gymnasium import spaces
 
 from sb3_ncdpo import NCDPO, DiffusionActorCriticPolicy
-
-
-def saved_tensor_bytes(function) -> int:
-    """:return: Bytes of the distinct storages that autograd keeps for the backward pass of ``function()``"""
-    storages: dict[int, int] = {}
-
-    def pack(tensor: th.Tensor) -> th.Tensor:
-        storage = tensor.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with th.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        function()
-    return sum(storages.values())
+from sb3_ncdpo.common.memory import saved_tensor_bytes
 
 
 def make_policy(k: int, **kwargs) -> DiffusionActorCriticPolicy:
@@ -50,8 +37,10 @@ def test_checkpointed_gradients_equal_the_plain_ones(kwargs):
 
 
 def test_the_update_s_memory_hardly_grows_with_k():
-    plain = {k: saved_tensor_bytes(lambda k=k: loss_of(make_policy(k))) for k in (1, 20)}
-    checkpointed = {k: saved_tensor_bytes(lambda k=k: loss_of(make_policy(k, gradient_checkpointing=True))) for k in (1, 20)}
+    plain = {k: saved_tensor_bytes(lambda k=k: loss_of(make_policy(k)))[0] for k in (1, 20)}
+    checkpointed = {
+        k: saved_tensor_bytes(lambda k=k: loss_of(make_policy(k, gradient_checkpointing=True)))[0] for k in (1, 20)
+    }
     assert plain[20] > 8 * plain[1]  # without it: linear in K
     assert checkpointed[20] < 2 * plain[1], (plain, checkpointed)
 
