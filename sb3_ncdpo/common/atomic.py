@@ -8,13 +8,14 @@ holding ``.tmp-``), never a broken target.
 
 import contextlib
 import ctypes
-import ctypes.util
+import functools
 import os
 import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 #: ``renameat2``'s flag that swaps two paths in one step (Linux >= 3.15)
 _RENAME_EXCHANGE = 2
@@ -115,13 +116,15 @@ def _replace_folder(source: Path, target: Path) -> None:
     shutil.rmtree(previous)
 
 
+@functools.cache
+def _renameat2() -> Any:
+    """:return: The C library's ``renameat2`` (glibc >= 2.28), or ``None``; looked up once, in the running process"""
+    return getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+
+
 def _exchange(a: Path, b: Path) -> bool:
     """:return: Whether ``a`` and ``b`` were swapped in one step (Linux's ``renameat2`` with ``RENAME_EXCHANGE``)"""
-    library = ctypes.util.find_library("c")
-    if library is None:
-        return False
-    renameat2 = getattr(ctypes.CDLL(library, use_errno=True), "renameat2", None)
+    renameat2 = _renameat2()
     if renameat2 is None:
         return False
-    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    return bool(result == 0)
+    return bool(renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0)
