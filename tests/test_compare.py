@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from sb3_ncdpo.cli import main as cli
-from sb3_ncdpo.compare import FIELDS, RunSpec, execute, finished_specs, report, summary_table
+from sb3_ncdpo.compare import FIELDS, RunSpec, execute, finished_specs, make_model, report, summary_table
+from sb3_ncdpo.compare.runs import entry_values
+from sb3_ncdpo.zoo import load_hyperparams
 
 ENV = "InvertedPendulum-v5"
 TINY = ["--env", ENV, "--timesteps", "64", "--eval-freq", "32", "--n-eval-episodes", "1", "--n-jobs", "2"]
@@ -190,6 +192,9 @@ def test_report_only_on_an_absent_or_empty_folder_fails(tmp_path, folder, why):
         (["--seeds", "0"], "--seeds must be an int >= 1"),
         (["--policy-kwargs", "dict(n_denoising_steps=0)"], "n_denoising_steps must be an int >= 1"),
         (["--label", "k5"], "give a single --algos"),
+        (["--hyperparams", "sb3"], "argument --hyperparams: invalid choice: 'sb3'"),
+        (["--algo-kwargs", "[1]"], "--algo-kwargs: "),
+        (["--env", "Reacher-v5", "--algos", "ncdpo"], "--env Reacher-v5 with --algos ncdpo and --hyperparams packaged"),
     ],
 )
 def test_bad_arguments_fail_before_anything_runs(tmp_path, capsys, args, message):
@@ -197,3 +202,28 @@ def test_bad_arguments_fail_before_anything_runs(tmp_path, capsys, args, message
         cli(["compare", "--env", ENV, "--timesteps", "64", "--out", str(tmp_path / "out"), *args])
     assert message in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_value_sets_ppo_and_defaults():
+    """``--hyperparams ppo`` gives NCDPO PPO's packaged entry (the policy renamed), ``defaults`` SB3's own values."""
+    ppo_entry = load_hyperparams("ppo", "Hopper-v5")
+    assert entry_values("ncdpo", "Hopper-v5", "ppo") == {**ppo_entry, "policy": "MlpDiffusionPolicy"}
+    assert entry_values("ppo", "Hopper-v5", "ppo") == ppo_entry
+    assert entry_values("ncdpo", "Reacher-v5", "defaults") == {"policy": "MlpDiffusionPolicy"}
+    with pytest.raises(ValueError, match=r"hyperparams must be one of \('packaged', 'ppo', 'defaults'\), got 'sb3'"):
+        entry_values("ncdpo", "Hopper-v5", "sb3")
+    packaged, _ = make_model("ncdpo", "Pendulum-v1", 0)
+    as_ppo, _ = make_model("ncdpo", "Pendulum-v1", 0, hyperparams="ppo", algo_kwargs=dict(n_epochs=3))
+    defaults, _ = make_model("ncdpo", "Pendulum-v1", 0, hyperparams="defaults")
+    assert (packaged.learning_rate, as_ppo.learning_rate, defaults.learning_rate) == (3e-4, 1e-3, 3e-4)
+    assert (as_ppo.n_envs, as_ppo.n_steps, as_ppo.n_epochs, as_ppo.gamma) == (4, 1024, 3, 0.9)
+    assert (defaults.n_envs, defaults.n_steps, defaults.batch_size, defaults.gamma) == (1, 2048, 64, 0.99)
+
+
+def test_a_value_set_is_part_of_the_run_and_its_command(tmp_path):
+    out = tmp_path / "out"
+    args = ["--algos", "ncdpo", "--seeds", "1", "--hyperparams", "ppo", "--algo-kwargs", "dict(n_epochs=1)", "--out", str(out)]
+    cli(["compare", *TINY, *args])
+    (spec,) = finished_specs(out).values()
+    assert (spec.hyperparams, spec.algo_kwargs) == ("ppo", "dict(n_epochs=1)")
+    assert '--hyperparams ppo --algo-kwargs "dict(n_epochs=1)"' in (out / "summary.md").read_text()

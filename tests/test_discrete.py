@@ -169,11 +169,13 @@ def test_set_env_checks_the_action_space():
 
 
 def test_final_logits_are_not_clipped_by_default():
-    """x0_clip_final=None: the final step's clean-sample clip applies to Box actions only (it would cap the logits)."""
-    box = NCDPO("MlpPolicy", "Pendulum-v1", n_steps=16, batch_size=8, policy_kwargs=SMALL).policy
+    """The final clip is off by default (it would cap the logits); None, the default of 0.1, is on for a Box only."""
+    box = NCDPO("MlpPolicy", "Pendulum-v1", n_steps=16, batch_size=8, policy_kwargs=dict(SMALL, x0_clip_final=None)).policy
     # Epsilon-prediction: an untrained chain's logits then spread with the noise (sample-prediction's barely move)
     spread = dict(SMALL, prediction_type="epsilon")
     discrete = NCDPO("MlpPolicy", discrete_env(), n_steps=16, batch_size=8, policy_kwargs=spread).policy
+    legacy = NCDPO("MlpPolicy", discrete_env(), n_steps=16, batch_size=8, policy_kwargs=dict(spread, x0_clip_final=None))
+    assert not legacy.policy.chain.config.x0_clip_final
     clipped_kwargs = dict(spread, x0_clip_final=True)
     clipped = NCDPO("MlpPolicy", discrete_env(), n_steps=16, batch_size=8, policy_kwargs=clipped_kwargs).policy
     assert box.chain.config.x0_clip_final and not discrete.chain.config.x0_clip_final and clipped.chain.config.x0_clip_final

@@ -326,7 +326,7 @@ def test_discrete_actions_are_refused_with_a_clear_error():
 
 
 def test_batch_size_counts_pairs():
-    with pytest.raises(ValueError, match=r"n_steps \* n_envs \* K' = 16 \* 1 \* 4 = 64\): use batch_size <= 64"):
+    with pytest.warns(UserWarning, match=r"n_steps \* n_envs \* K' = 16 \* 1 \* 4 = 64\): each minibatch is the whole"):
         DPPO("MlpPolicy", "Pendulum-v1", n_steps=16, batch_size=65, policy_kwargs=SMALL)
     with pytest.warns(UserWarning, match="truncated mini-batch of 4"):
         DPPO("MlpPolicy", "Pendulum-v1", n_steps=16, batch_size=20, policy_kwargs=SMALL)

@@ -34,6 +34,16 @@ def test_models_saved_by_0_1_load_and_predict_the_same(algo, name, observations,
         assert model.policy.frozen_actor is not None
     obs = np.array(SAVED[observations], dtype=np.float32)
     np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], np.array(SAVED["predictions"][name]))
+    # 0.1 clipped a Box action's final mean by default (0.2 does not): its files keep the chain they were saved with.
+    assert model.policy.chain.config.x0_clip_final == (name != "ncdpo_cartpole")
+
+
+def test_the_final_clip_a_model_was_saved_with_is_kept(tmp_path):
+    for policy_kwargs in ({}, dict(x0_clip_final=True), dict(x0_clip_final=False)):
+        model = NCDPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, policy_kwargs=policy_kwargs)
+        model.save(tmp_path / "model.zip")
+        loaded = NCDPO.load(tmp_path / "model.zip", device="cpu")
+        assert loaded.policy.chain.config.x0_clip_final == policy_kwargs.get("x0_clip_final", False)
 
 
 def test_pretrained_folder_written_by_0_1_starts_fine_tuning_the_same(tmp_path):

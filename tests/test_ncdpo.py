@@ -292,8 +292,8 @@ def test_bad_algorithm_arguments():
         NCDPO(DiffusionActorCriticPolicy.__mro__[1], "Pendulum-v1")  # SB3's ActorCriticPolicy
     with pytest.raises(ValueError, match="batch_size must be > 1 when normalize_advantage=True"):
         NCDPO("MlpPolicy", "Pendulum-v1", batch_size=1)
-    with pytest.raises(
-        ValueError, match=r"batch_size=64 is larger than the rollout buffer \(n_steps \* n_envs = 32 \* 1 = 32\)"
+    with pytest.warns(
+        UserWarning, match=r"batch_size=64 is larger than the rollout buffer \(n_steps \* n_envs = 32 \* 1 = 32\): each"
     ):
         NCDPO("MlpPolicy", "Pendulum-v1", n_steps=32, batch_size=64)
     with pytest.raises(ValueError, match="clip_range_vf must be > 0"):

@@ -6,13 +6,15 @@ stored noise; DPPO: one Gaussian step per (environment step, denoising step) pai
 
 from typing import Any
 
+import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.utils import explained_variance
+from stable_baselines3.common.utils import explained_variance, update_learning_rate
 from torch.nn import functional as F
 
 from sb3_ncdpo.common.on_policy_diffusion_algorithm import OnPolicyDiffusionAlgorithm
 from sb3_ncdpo.common.train_log import TrainLog
+from sb3_ncdpo.common.update_rules import adapted_lr_scale, clip_gradients, parameter_groups
 
 
 class DiffusionPPO(OnPolicyDiffusionAlgorithm):
@@ -52,6 +54,7 @@ class DiffusionPPO(OnPolicyDiffusionAlgorithm):
         if self.clip_range_vf is not None:
             clip_range_vf = self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
         log = TrainLog()
+        groups = parameter_groups(self.policy) if self.clip_grad_per_group else {}
 
         continue_training = True
         # train for n_epochs epochs
@@ -80,7 +83,11 @@ class DiffusionPPO(OnPolicyDiffusionAlgorithm):
                 self.policy.optimizer.zero_grad()
                 loss.backward()
                 # Clip grad norm
-                grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                if groups:
+                    grad_norm, group_norms = clip_gradients(groups, self.max_grad_norm)
+                    log.group_grad_norms.append(group_norms)
+                else:
+                    grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
                 log.grad_norms.append(grad_norm.item())
                 self.policy.optimizer.step()
 
@@ -88,10 +95,22 @@ class DiffusionPPO(OnPolicyDiffusionAlgorithm):
             if not continue_training:
                 break
 
+        if self.desired_kl is not None:  # the next update's rate, from how far this one moved the policy
+            self.lr_scale = adapted_lr_scale(self.lr_scale, float(np.mean(log.approx_kl_divs)), self.desired_kl)
         explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
         final_std = self.policy.final_std().mean().item() if isinstance(self.action_space, spaces.Box) else None
         log.record(self.logger, loss, explained_var, final_std, self._n_updates, clip_range, clip_range_vf)
         return log, clip_range
+
+    def _update_learning_rate(self, optimizers: list[th.optim.Optimizer] | th.optim.Optimizer) -> None:
+        """SB3's scheduled learning rate, times the KL-adapted ``lr_scale`` with ``desired_kl`` (logged as SB3 does)."""
+        if self.desired_kl is None:
+            super()._update_learning_rate(optimizers)
+            return
+        learning_rate = self.lr_schedule(self._current_progress_remaining) * self.lr_scale
+        self.logger.record("train/learning_rate", learning_rate)
+        for optimizer in optimizers if isinstance(optimizers, list) else [optimizers]:
+            update_learning_rate(optimizer, learning_rate)
 
     def _normalized(self, advantages: th.Tensor) -> th.Tensor:
         """:return: The advantages normalised over the minibatch, if ``normalize_advantage`` (not for one sample)"""

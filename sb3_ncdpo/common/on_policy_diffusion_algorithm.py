@@ -29,6 +29,7 @@ from sb3_ncdpo.common.finetune import check_finetune_args, frozen_copy, train_cr
 from sb3_ncdpo.common.policies import CnnDiffusionPolicy, DiffusionActorCriticPolicy, MultiInputDiffusionPolicy
 from sb3_ncdpo.common.policy_settings import check_action_space, check_policy_kwargs
 from sb3_ncdpo.common.pretrained import check_kept_policy_kwargs, init_from_pretrained, pretrained_policy_kwargs
+from sb3_ncdpo.common.update_rules import check_update_rules
 
 SelfOnPolicyDiffusionAlgorithm = TypeVar("SelfOnPolicyDiffusionAlgorithm", bound="OnPolicyDiffusionAlgorithm")
 
@@ -91,6 +92,8 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
         pretrained: str | None = None,
         critic_warmup_iters: int = 0,
         bc_coef: float = 0.0,
+        clip_grad_per_group: bool = False,
+        desired_kl: float | None = None,
         _init_setup_model: bool = True,
         *,
         use_sde: bool = False,
@@ -103,6 +106,7 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
                 "state-dependent exploration for Gaussian policies); leave use_sde=False (sde_sample_freq is then ignored)"
             )
         check_finetune_args(critic_warmup_iters, bc_coef)
+        check_update_rules(clip_grad_per_group, desired_kl)
         policy_class = self._get_policy_from_name(policy) if isinstance(policy, str) else policy
         if not (isinstance(policy_class, type) and issubclass(policy_class, DiffusionActorCriticPolicy)):
             raise ValueError(
@@ -153,6 +157,9 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
         self.pretrained = pretrained
         self.critic_warmup_iters = critic_warmup_iters
         self.bc_coef = bc_coef
+        self.clip_grad_per_group = clip_grad_per_group
+        self.desired_kl = desired_kl
+        self.lr_scale = 1.0
         self._n_iterations_trained = 0
 
         if _init_setup_model:
@@ -180,17 +187,20 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
     @staticmethod
     def _check_minibatches(batch_size: int, n_samples: int, how_many: str, what: str = "the rollout buffer") -> None:
         """
+        Warn, as SB3's PPO does, where minibatches do not divide a rollout (a ``batch_size`` larger than the rollout
+        makes each minibatch the whole rollout, as in SB3's PPO, which rl-zoo3's tuned values rely on).
+
         :param batch_size: Minibatch size
         :param n_samples: Samples of a rollout
         :param how_many: How ``n_samples`` is computed, for the messages
         :param what: What the samples are, for the messages
-        :raises ValueError: if a rollout cannot fill one minibatch (warns if minibatches do not divide it)
         """
         if batch_size > n_samples:
-            raise ValueError(
-                f"batch_size={batch_size} is larger than {what} ({how_many} = {n_samples}): use batch_size <= {n_samples}"
+            warnings.warn(
+                f"batch_size={batch_size} is larger than {what} ({how_many} = {n_samples}): each minibatch is the "
+                f"whole of it, as in SB3's PPO (batch_size={n_samples} says so)"
             )
-        if n_samples % batch_size > 0:
+        elif n_samples % batch_size > 0:
             warnings.warn(
                 f"batch_size={batch_size} does not divide {what} ({how_many} = {n_samples}): every epoch ends "
                 f"with a truncated mini-batch of {n_samples % batch_size}"
@@ -208,6 +218,8 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
             self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
         )
         self.policy = self.policy.to(self.device)
+        # Saved with the model, so that the file loads with this chain whatever a later version's default.
+        self.policy_kwargs["x0_clip_final"] = self.policy.chain.config.x0_clip_final
         self._set_up_reference_policy()
 
         if self.rollout_buffer_class is None:
@@ -418,18 +430,21 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
             argument = "policy_kwargs"
         else:
             argument = "custom_objects['policy_kwargs']"
+        file = open_path(path, "r", suffix="zip")
+        try:
+            with zipfile.ZipFile(file) as archive:
+                others = {key: value for key, value in (custom_objects or {}).items() if key != "policy_kwargs"}
+                saved = json_to_data(archive.read("data").decode(), custom_objects=others).get("policy_kwargs") or {}
+        finally:
+            if isinstance(path, io.BufferedIOBase):
+                path.seek(0)  # the caller's file: SB3 reads it next
+            else:
+                file.close()
         if custom_objects is not None and "policy_kwargs" in custom_objects:
-            file = open_path(path, "r", suffix="zip")
-            try:
-                with zipfile.ZipFile(file) as archive:
-                    others = {key: value for key, value in custom_objects.items() if key != "policy_kwargs"}
-                    saved = json_to_data(archive.read("data").decode(), custom_objects=others)
-            finally:
-                if isinstance(path, io.BufferedIOBase):
-                    path.seek(0)  # the caller's file: SB3 reads it next
-                else:
-                    file.close()
-            check_kept_policy_kwargs(saved.get("policy_kwargs", {}), custom_objects["policy_kwargs"], argument)
+            check_kept_policy_kwargs(saved, custom_objects["policy_kwargs"], argument)
+        if "x0_clip_final" not in saved:  # saved by 0.1, whose default was to clip a Box action's final mean
+            given = (custom_objects or {}).get("policy_kwargs", saved)
+            custom_objects = {**(custom_objects or {}), "policy_kwargs": {"x0_clip_final": None, **given}}
         return super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
 
     def learn(

@@ -76,12 +76,12 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
     :param ddim_eta: DDIM stochasticity in [0, 1] (only with ``sampler="ddim"``)
     :param noise_schedule: ``"cosine"`` or ``"linear"``
     :param x0_clip: Clip of the predicted clean action at the steps ``k >= 2`` (``None``: no clip)
-    :param x0_clip_final: Also clip it at the final step, whose output is the action mean. Off, the mean always
-        receives gradient but can leave the action bounds (measured no better for Box actions: docs/benchmarks/defaults.md).
-        ``None`` (default): on for a Box, off for discrete actions, whose final mean is the logits: clipped to
-        ``[-x0_clip, x0_clip]`` they would cap the probability of the best of ``n`` actions at
-        ``e^(2 x0_clip) / (e^(2 x0_clip) + n - 1)`` (0.65 for 5 actions at the default clip; measured: docs/algorithms/
-        ncdpo.md)
+    :param x0_clip_final: Also clip it at the final step, whose output is the action mean (DPPO's convention). Off
+        (default), the mean is unbounded, as a PPO Gaussian's, and only the executed action is clipped to the bounds:
+        a clipped mean gets no gradient, so a policy whose mean ran past a bound could never come back (measured:
+        docs/benchmarks/defaults.md, "Action bounds"); for discrete actions the final mean is the logits, which clipped
+        would cap the probability of the best of ``n`` actions at ``e^(2 x0_clip) / (e^(2 x0_clip) + n - 1)``.
+        ``None``: the default of sb3-ncdpo 0.1 (on for a Box, off for discrete actions), which its saved models load with
     :param noise_clip: Clip of the sampled normal draws (``None``: no clip)
     :param min_step_std: Floor of the std of the intermediate denoising steps
     :param prediction_type: What the denoiser predicts: ``"sample"`` (the clean action, default) or ``"epsilon"`` (the
@@ -150,7 +150,7 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
         ddim_eta: float = CHAIN_DEFAULTS.ddim_eta,
         noise_schedule: str = CHAIN_DEFAULTS.noise_schedule,
         x0_clip: float | None = CHAIN_DEFAULTS.x0_clip,
-        x0_clip_final: bool | None = None,
+        x0_clip_final: bool | None = False,
         noise_clip: float | None = CHAIN_DEFAULTS.noise_clip,
         min_step_std: float = CHAIN_DEFAULTS.min_step_std,
         prediction_type: str = DEFAULT_PREDICTION_TYPE,

@@ -1,4 +1,4 @@
-"""What one update of an on-policy diffusion algorithm logs: SB3's PPO keys, plus the final std, gradient norm, BC KL."""
+"""What one update of an on-policy diffusion algorithm logs: SB3's PPO keys, plus the final std, gradient norms, BC KL."""
 
 from dataclasses import dataclass, field
 
@@ -17,6 +17,8 @@ class TrainLog:
     clip_fractions: list[float] = field(default_factory=list)
     grad_norms: list[float] = field(default_factory=list)
     bc_losses: list[float] = field(default_factory=list)
+    #: Each minibatch's gradient norm per parameter group, before clipping (with ``clip_grad_per_group``)
+    group_grad_norms: list[dict[str, float]] = field(default_factory=list)
     #: The approximate KLs of the last epoch only (SB3's PPO logs those)
     approx_kl_divs: list[np.ndarray] = field(default_factory=list)
 
@@ -52,6 +54,8 @@ class TrainLog:
             logger.record("train/std", final_std)
         if self.grad_norms:
             logger.record("train/grad_norm", np.mean(self.grad_norms))
+        for group in dict.fromkeys(name for norms in self.group_grad_norms for name in norms):
+            logger.record(f"train/grad_norm_{group}", np.mean([norms[group] for norms in self.group_grad_norms]))
         if self.bc_losses:
             logger.record("train/bc_kl", np.mean(self.bc_losses))
         logger.record("train/n_updates", n_updates, exclude="tensorboard")

@@ -1,7 +1,8 @@
 """
 ``sb3-ncdpo compare``: NCDPO against SB3 PPO (or any algorithm of :data:`COMPARED`) at equal budgets.
 
-Every (algo, env, seed) run trains with the packaged ``hyperparams/<algo>.yml`` entry, in its own fresh process with
+Every (algo, env, seed) run trains with the packaged ``hyperparams/<algo>.yml`` entry (``--hyperparams ppo``: PPO's
+entry for every algorithm, the drop-in test; ``--hyperparams defaults``: SB3's defaults), in its own fresh process with
 torch pinned to one thread, and is evaluated on a schedule on a separate env (deterministic actions, VecNormalize
 statistics synced, rewards not normalised). A finished run is written to ``<out>/runs/<run>.csv`` (its evaluations)
 and ``<out>/runs/<run>.json`` (its settings), atomically; runs already finished with the same settings are reused, so
@@ -29,17 +30,17 @@ from sb3_ncdpo.common.policy_settings import check_policy_kwargs
 from sb3_ncdpo.compare.ray_runs import execute_on_ray
 from sb3_ncdpo.compare.reporting import report
 from sb3_ncdpo.compare.results import COMPARED, RunSpec, finished_specs, missing_runs
-from sb3_ncdpo.compare.runs import execute, pretrained_path
+from sb3_ncdpo.compare.runs import HYPERPARAMS, entry_values, execute, pretrained_path
 from sb3_ncdpo.compare.stats import METRICS
-from sb3_ncdpo.zoo import ALGORITHMS, eval_policy_kwargs, load_hyperparams
+from sb3_ncdpo.zoo import ALGORITHMS, eval_policy_kwargs
 
 
-def _run_problem(algo: str, env_id: str, pretrained: str, check_folder: bool) -> str:
+def _run_problem(algo: str, env_id: str, pretrained: str, check_folder: bool, hyperparams: str = "packaged") -> str:
     """:return: Why (algo, env) cannot run with these settings, or ``""``"""
     try:
-        load_hyperparams(f"{algo}_finetune" if pretrained else algo, env_id)
+        entry_values(algo, env_id, hyperparams, pretrained=bool(pretrained))
     except ValueError as error:
-        return f"--env {env_id} with --algos {algo}: {error}"
+        return f"--env {env_id} with --algos {algo} and --hyperparams {hyperparams}: {error}"
     if not pretrained or not check_folder:
         return ""
     try:
@@ -104,6 +105,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--n-jobs", type=int, default=1, help="runs in parallel processes")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--policy-kwargs", default="", help='overrides, a dict expression: "dict(n_denoising_steps=5)"')
+    parser.add_argument(
+        "--hyperparams",
+        choices=HYPERPARAMS,
+        default="packaged",
+        help="values to start from: each algorithm's packaged hyperparams/<algo>.yml entry (default), PPO's entry "
+        "hyperparams/ppo.yml for every algorithm (the drop-in test), or SB3's defaults (no entry needed)",
+    )
+    parser.add_argument(
+        "--algo-kwargs", default="", help='overrides of the algorithm\'s arguments: "dict(learning_rate=1e-4)"'
+    )
     parser.add_argument("--label", default="", help="name of this variant in the results (needs a single --algos)")
     parser.add_argument(
         "--pretrained",
@@ -145,10 +156,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             check_policy_kwargs(overrides)
     except Exception as error:
         parser.error(f"--policy-kwargs: {error}")
+    try:
+        eval_policy_kwargs(args.algo_kwargs)
+    except Exception as error:
+        parser.error(f"--algo-kwargs: {error}")
 
     for algo in args.algos:
         for env_id in args.env:
-            problem = _run_problem(algo, env_id, args.pretrained, check_folder=not args.report_only)
+            problem = _run_problem(algo, env_id, args.pretrained, not args.report_only, args.hyperparams)
             if problem:
                 parser.error(problem)
     where_problem = _where_problem(args)
@@ -202,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.policy_kwargs,
             args.label,
             args.pretrained,
+            args.hyperparams,
+            args.algo_kwargs,
         )
         for env_id in args.env
         for seed in seeds

@@ -17,7 +17,7 @@ def commands(out: Path, specs: Sequence[RunSpec] | None = None) -> list[str]:
     :param specs: Only these runs (those of them finished with the same settings); ``None``: every finished run
     :return: Commands that re-run those finished runs of ``out``, one per group of shared settings
     """
-    groups: dict[tuple[int, int, int, int, str, str, str], list[RunSpec]] = {}
+    groups: dict[tuple[int, int, int, int, str, str, str, str, str], list[RunSpec]] = {}
     for spec in finished_specs(out, specs).values():
         key = (
             spec.timesteps,
@@ -27,10 +27,13 @@ def commands(out: Path, specs: Sequence[RunSpec] | None = None) -> list[str]:
             spec.policy_kwargs,
             spec.label,
             spec.pretrained,
+            spec.hyperparams,
+            spec.algo_kwargs,
         )
         groups.setdefault(key, []).append(spec)
     lines = []
-    for (timesteps, eval_freq, n_eval_episodes, n_threads, policy_kwargs, label, pretrained), specs in sorted(groups.items()):
+    for key, specs in sorted(groups.items()):
+        timesteps, eval_freq, n_eval_episodes, n_threads, policy_kwargs, label, pretrained, hyperparams, algo_kwargs = key
         envs = " ".join(f"--env {e}" for e in sorted({s.env for s in specs}))
         algos = " ".join(algos_in_order({s.algo for s in specs}))
         seeds = sorted({s.seed for s in specs})
@@ -43,6 +46,8 @@ def commands(out: Path, specs: Sequence[RunSpec] | None = None) -> list[str]:
             + (f' --policy-kwargs "{policy_kwargs}"' if policy_kwargs else "")
             + (f" --label {label}" if label else "")
             + (f' --pretrained "{pretrained}"' if pretrained else "")
+            + (f" --hyperparams {hyperparams}" if hyperparams != "packaged" else "")
+            + (f' --algo-kwargs "{algo_kwargs}"' if algo_kwargs else "")
         )
     return lines
 

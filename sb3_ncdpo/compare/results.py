@@ -39,6 +39,9 @@ class RunSpec:
         ``{algo}`` and ``{policy}`` (``gaussian`` for PPO, ``diffusion`` otherwise) are filled in; the run then uses
         the packaged fine-tuning hyperparameters (``<algo>_finetune.yml``) and is also evaluated at step 0.
         ``""``: train from scratch
+    :param hyperparams: Which values the run starts from (:data:`~sb3_ncdpo.compare.runs.HYPERPARAMS`): the
+        algorithm's packaged entry, PPO's packaged entry, or SB3's defaults
+    :param algo_kwargs: Overrides of the entry's algorithm arguments, a dict expression like ``policy_kwargs``
     """
 
     algo: str
@@ -51,6 +54,8 @@ class RunSpec:
     policy_kwargs: str = ""
     label: str = ""
     pretrained: str = ""
+    hyperparams: str = "packaged"
+    algo_kwargs: str = ""
 
     @property
     def variant(self) -> str:

@@ -48,6 +48,32 @@ def pretrained_path(template: str, algo: str, env_id: str) -> str:
     return template.format(env=env_id, algo=algo, policy="gaussian" if algo == "ppo" else "diffusion")
 
 
+#: Which values :func:`make_model` starts from: each algorithm's packaged entry, PPO's packaged entry for every
+#: algorithm (the drop-in test: the user changes the class name and keeps PPO's values), or SB3's defaults (no entry).
+HYPERPARAMS = ("packaged", "ppo", "defaults")
+
+
+def entry_values(algo: str, env_id: str, hyperparams: str = "packaged", pretrained: bool = False) -> dict[str, Any]:
+    """
+    :param algo: Algorithm name
+    :param env_id: Environment id
+    :param hyperparams: One of :data:`HYPERPARAMS`
+    :param pretrained: Read the fine-tuning file (``<algo>_finetune.yml``; ``ppo_finetune.yml`` with ``"ppo"``)
+    :return: The values to build the model with: an entry's, its ``policy`` named for ``algo`` (PPO's ``MlpPolicy``
+        is a diffusion algorithm's ``MlpDiffusionPolicy``), or only the policy with ``"defaults"``
+    :raises ValueError: if ``hyperparams`` is not one of :data:`HYPERPARAMS`, or the entry does not exist
+    """
+    if hyperparams not in HYPERPARAMS:
+        raise ValueError(f"hyperparams must be one of {HYPERPARAMS}, got {hyperparams!r}")
+    if hyperparams == "defaults":
+        return {"policy": "MlpPolicy" if algo == "ppo" else "MlpDiffusionPolicy"}
+    source = algo if hyperparams == "packaged" else "ppo"
+    values = load_hyperparams(f"{source}_finetune" if pretrained else source, env_id)
+    if source == "ppo" and algo != "ppo" and "." not in values["policy"]:
+        values["policy"] = values["policy"].replace("Policy", "DiffusionPolicy")
+    return values
+
+
 def make_model(
     algo: str,
     env_id: str,
@@ -55,6 +81,7 @@ def make_model(
     policy_kwargs: dict[str, Any] | None = None,
     algo_kwargs: dict[str, Any] | None = None,
     pretrained: str | None = None,
+    hyperparams: str = "packaged",
 ) -> tuple[Any, Any]:
     """
     Build a model with the packaged hyperparameters (plus overrides) and its evaluation env, which normalises
@@ -71,6 +98,8 @@ def make_model(
     :param pretrained: A pre-trained folder to start from, with the fine-tuning hyperparameters
         (``hyperparams/<algo>_finetune.yml``): passed as the algorithm's ``pretrained`` argument where it has one,
         else (SB3's PPO) loaded by :func:`~sb3_ncdpo.pretrain.pretrained.init_from_pretrained` after construction
+    :param hyperparams: Which values to start from (:data:`HYPERPARAMS`): the algorithm's packaged entry, PPO's
+        packaged entry, or SB3's defaults (then no normalisation and one env)
     :return: ``(model, eval_env)``
     """
     import inspect
@@ -78,31 +107,31 @@ def make_model(
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
-    hyperparams = load_hyperparams(f"{algo}_finetune" if pretrained else algo, env_id)
-    n_envs = hyperparams.pop("n_envs", 1)
-    normalize = hyperparams.pop("normalize", False)
-    hyperparams.pop("n_timesteps", None)
-    policy = hyperparams.pop("policy")
+    values = entry_values(algo, env_id, hyperparams, pretrained=bool(pretrained))
+    n_envs = values.pop("n_envs", 1)
+    normalize = values.pop("normalize", False)
+    values.pop("n_timesteps", None)
+    policy = values.pop("policy")
     policy = import_name(policy) if "." in policy else policy
-    env_kwargs = hyperparams.pop("env_kwargs", None)
-    wrapper_name = hyperparams.pop("vec_env_wrapper", None)
-    hyperparams["policy_kwargs"] = {**hyperparams.get("policy_kwargs", {}), **(policy_kwargs or {})}
-    hyperparams.update(algo_kwargs or {})
+    env_kwargs = values.pop("env_kwargs", None)
+    wrapper_name = values.pop("vec_env_wrapper", None)
+    values["policy_kwargs"] = {**values.get("policy_kwargs", {}), **(policy_kwargs or {})}
+    values.update(algo_kwargs or {})
     env = make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs)
     eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 10_000, env_kwargs=env_kwargs)
     if wrapper_name is not None:
         wrapper = import_name(wrapper_name)
         env, eval_env = wrapper(env), wrapper(eval_env)
     if normalize:
-        env = VecNormalize(env, gamma=hyperparams.get("gamma", 0.99))
+        env = VecNormalize(env, gamma=values.get("gamma", 0.99))
         eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
     algorithm = algorithm_class(algo)
     takes_pretrained = "pretrained" in inspect.signature(algorithm).parameters
     if pretrained and takes_pretrained:
-        hyperparams["pretrained"] = pretrained
+        values["pretrained"] = pretrained
     elif pretrained:
-        hyperparams["policy_kwargs"] = pretrained_policy_kwargs(pretrained, hyperparams["policy_kwargs"])
-    model = algorithm(policy, env, seed=seed, device="cpu", **hyperparams)
+        values["policy_kwargs"] = pretrained_policy_kwargs(pretrained, values["policy_kwargs"])
+    model = algorithm(policy, env, seed=seed, device="cpu", **values)
     if pretrained and not takes_pretrained:
         init_from_pretrained(model, pretrained)
     return model, eval_env
@@ -140,7 +169,13 @@ def train_run(spec: RunSpec, progress_bar: bool = False) -> list[dict[str, Any]]
     th.set_num_threads(spec.n_threads)
     pretrained = pretrained_path(spec.pretrained, spec.algo, spec.env) if spec.pretrained else None
     model, eval_env = make_model(
-        spec.algo, spec.env, spec.seed, policy_kwargs=eval_policy_kwargs(spec.policy_kwargs), pretrained=pretrained
+        spec.algo,
+        spec.env,
+        spec.seed,
+        policy_kwargs=eval_policy_kwargs(spec.policy_kwargs),
+        algo_kwargs=eval_policy_kwargs(spec.algo_kwargs),
+        pretrained=pretrained,
+        hyperparams=spec.hyperparams,
     )
     rows: list[dict[str, Any]] = []
     clock = {"start": 0.0, "eval": 0.0}

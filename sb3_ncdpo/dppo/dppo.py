@@ -18,7 +18,7 @@ from sb3_ncdpo.dppo.denoising_mdp import DenoisingMDP
 #: Policy settings DPPO uses unless ``policy_kwargs`` says otherwise: DPPO's minimum sampling std 0.1 for every
 #: denoising step (``min_step_std`` for the steps k >= 2; the final step, whose DDPM std is 0, as ``fixed_std``) and
 #: its clip of the sampled normal draws at 3 (``randn_clip_value`` in DPPO's Gym configs).
-DEFAULT_POLICY_KWARGS: dict[str, Any] = {"min_step_std": 0.1, "fixed_std": 0.1, "noise_clip": 3.0}
+DEFAULT_POLICY_KWARGS: dict[str, Any] = {"min_step_std": 0.1, "fixed_std": 0.1, "noise_clip": 3.0, "x0_clip_final": True}
 
 
 class DPPO(DiffusionPPO):
@@ -74,6 +74,10 @@ class DPPO(DiffusionPPO):
         the actor frozen (DPPO's ``n_critic_warmup_itr``)
     :param bc_coef: Weight of the BC regulariser: the KL between each trained denoising step's Gaussian under the
         policy and under a frozen copy of the initial (pre-trained) policy, at the rollout's (state, ``x_k``) pairs
+    :param clip_grad_per_group: Clip the gradient norm to ``max_grad_norm`` per parameter group (actor, critic, final
+        std) instead of over all parameters together, as :class:`~sb3_ncdpo.NCDPO` does
+    :param desired_kl: Adapt the learning rate to the update's KL divergence, as :class:`~sb3_ncdpo.NCDPO` does
+        (``None``: the schedule alone)
     """
 
     default_policy_kwargs = DEFAULT_POLICY_KWARGS
@@ -116,6 +120,8 @@ class DPPO(DiffusionPPO):
         pretrained: str | None = None,
         critic_warmup_iters: int = 0,
         bc_coef: float = 0.0,
+        clip_grad_per_group: bool = False,
+        desired_kl: float | None = None,
         _init_setup_model: bool = True,
         *,
         use_sde: bool = False,
@@ -156,6 +162,8 @@ class DPPO(DiffusionPPO):
             pretrained=pretrained,
             critic_warmup_iters=critic_warmup_iters,
             bc_coef=bc_coef,
+            clip_grad_per_group=clip_grad_per_group,
+            desired_kl=desired_kl,
             _init_setup_model=_init_setup_model,
             use_sde=use_sde,
             sde_sample_freq=sde_sample_freq,

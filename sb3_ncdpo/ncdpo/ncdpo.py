@@ -34,7 +34,7 @@ class NCDPO(DiffusionPPO):
     :param learning_rate: The learning rate, it can be a function of the current progress remaining (from 1 to 0)
     :param n_steps: The number of steps to run for each environment per update
         (i.e. rollout buffer size is n_steps * n_envs where n_envs is number of environment copies running in parallel)
-    :param batch_size: Minibatch size (at most ``n_steps * n_envs``)
+    :param batch_size: Minibatch size (a larger one makes each minibatch the whole rollout, as in SB3's PPO)
     :param n_epochs: Number of epoch when optimizing the surrogate loss
     :param gamma: Discount factor
     :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator
@@ -65,6 +65,13 @@ class NCDPO(DiffusionPPO):
         the actor frozen (a pre-trained actor with an untrained critic would otherwise follow noisy advantages)
     :param bc_coef: Weight of the BC regulariser: the KL between the final-step Gaussians of the policy and of a
         frozen copy of the initial (pre-trained) policy given the same stored noise, on the rollout's states
+    :param clip_grad_per_group: Clip the gradient norm to ``max_grad_norm`` per parameter group (actor, critic, final
+        std) instead of over all parameters together (SB3's), so that the chain's large gradient does not scale down
+        the critic's and the std's (logged: ``train/grad_norm_<group>``)
+    :param desired_kl: Adapt the learning rate to the updates' KL divergence (rsl_rl's rule, once per update): after
+        an update whose ``train/approx_kl`` exceeds ``2 * desired_kl`` the next one's rate is divided by 1.5, below
+        ``desired_kl / 2`` multiplied by 1.5, between 1/100 of the scheduled rate and the scheduled rate itself.
+        ``None``: the schedule alone
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     :param use_sde: PPO's gSDE switch, for PPO's argument list: must be False (a diffusion policy explores through its
         denoising noise)
