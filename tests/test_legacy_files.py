@@ -36,14 +36,20 @@ def test_models_saved_by_0_1_load_and_predict_the_same(algo, name, observations,
     np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], np.array(SAVED["predictions"][name]))
     # 0.1 clipped a Box action's final mean by default (0.2 does not): its files keep the chain they were saved with.
     assert model.policy.chain.config.x0_clip_final == (name != "ncdpo_cartpole")
+    # ... and its update rules: one gradient norm over all parameters, the learning rate of its schedule.
+    assert (model.clip_grad_per_group, model.desired_kl, model.lr_scale) == (False, None, 1.0)
 
 
-def test_the_final_clip_a_model_was_saved_with_is_kept(tmp_path):
-    for policy_kwargs in ({}, dict(x0_clip_final=True), dict(x0_clip_final=False)):
-        model = NCDPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, policy_kwargs=policy_kwargs)
+def test_the_final_clip_and_update_rules_a_model_was_saved_with_are_kept(tmp_path):
+    for policy_kwargs, rules in (({}, {}), (dict(x0_clip_final=True), dict(clip_grad_per_group=False, desired_kl=0.02))):
+        model = NCDPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, policy_kwargs=policy_kwargs, **rules)
         model.save(tmp_path / "model.zip")
         loaded = NCDPO.load(tmp_path / "model.zip", device="cpu")
         assert loaded.policy.chain.config.x0_clip_final == policy_kwargs.get("x0_clip_final", False)
+        assert (loaded.clip_grad_per_group, loaded.desired_kl) == (
+            rules.get("clip_grad_per_group", True),
+            rules.get("desired_kl"),
+        )
 
 
 def test_pretrained_folder_written_by_0_1_starts_fine_tuning_the_same(tmp_path):

@@ -92,7 +92,7 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
         pretrained: str | None = None,
         critic_warmup_iters: int = 0,
         bc_coef: float = 0.0,
-        clip_grad_per_group: bool = False,
+        clip_grad_per_group: bool = True,
         desired_kl: float | None = None,
         _init_setup_model: bool = True,
         *,
@@ -434,18 +434,22 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
         try:
             with zipfile.ZipFile(file) as archive:
                 others = {key: value for key, value in (custom_objects or {}).items() if key != "policy_kwargs"}
-                saved = json_to_data(archive.read("data").decode(), custom_objects=others).get("policy_kwargs") or {}
+                data = json_to_data(archive.read("data").decode(), custom_objects=others)
         finally:
             if isinstance(path, io.BufferedIOBase):
                 path.seek(0)  # the caller's file: SB3 reads it next
             else:
                 file.close()
+        saved = data.get("policy_kwargs") or {}
         if custom_objects is not None and "policy_kwargs" in custom_objects:
             check_kept_policy_kwargs(saved, custom_objects["policy_kwargs"], argument)
         if "x0_clip_final" not in saved:  # saved by 0.1, whose default was to clip a Box action's final mean
             given = (custom_objects or {}).get("policy_kwargs", saved)
             custom_objects = {**(custom_objects or {}), "policy_kwargs": {"x0_clip_final": None, **given}}
-        return super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+        model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+        if "clip_grad_per_group" not in data:  # saved by 0.1: its updates go on with 0.1's rules
+            model.clip_grad_per_group, model.desired_kl, model.lr_scale = False, None, 1.0
+        return model
 
     def learn(
         self: SelfOnPolicyDiffusionAlgorithm,

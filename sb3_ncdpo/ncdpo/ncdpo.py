@@ -66,8 +66,9 @@ class NCDPO(DiffusionPPO):
     :param bc_coef: Weight of the BC regulariser: the KL between the final-step Gaussians of the policy and of a
         frozen copy of the initial (pre-trained) policy given the same stored noise, on the rollout's states
     :param clip_grad_per_group: Clip the gradient norm to ``max_grad_norm`` per parameter group (actor, critic, final
-        std) instead of over all parameters together (SB3's), so that the chain's large gradient does not scale down
-        the critic's and the std's (logged: ``train/grad_norm_<group>``)
+        std; default) instead of over all parameters together (SB3's, ``False``): the critic's gradient, often 100 times
+        the actor's, then no longer scales the actor's step down by a factor that changes from minibatch to minibatch
+        (measured: docs/benchmarks/defaults.md, "Action bounds"; logged: ``train/grad_norm_<group>``)
     :param desired_kl: Adapt the learning rate to the updates' KL divergence (rsl_rl's rule, once per update): after
         an update whose ``train/approx_kl`` exceeds ``2 * desired_kl`` the next one's rate is divided by 1.5, below
         ``desired_kl / 2`` multiplied by 1.5, between 1/100 of the scheduled rate and the scheduled rate itself.
