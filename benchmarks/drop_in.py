@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--n-eval-episodes", type=int, default=10)
     parser.add_argument("--n-jobs", type=int, default=1)
     parser.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS), help="value sets to run now")
-    parser.add_argument("--env", nargs="+", help="run only these envs now (the table covers all)")
+    parser.add_argument("--env", nargs="+", help="run only these envs now, in this order (the table covers all)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--table-only", action="store_true", help="run nothing, write the table of what is finished")
     args = parser.parse_args()
@@ -102,6 +102,7 @@ def main() -> None:
     if not args.table_only:
         for hyperparams in args.sets:
             todo = [s for s in specs[hyperparams] if args.env is None or s.env in args.env]
+            todo.sort(key=lambda s: 0 if args.env is None else args.env.index(s.env))
             failures = execute(todo, args.out / hyperparams, args.n_jobs)
             for failure in failures:
                 print(f"failed: {failure.spec.name}: {failure.error}")

@@ -64,6 +64,7 @@ def test_files_exist_and_parse(compared):
         assert steps == [32, 64], (algo, seed, steps)  # the evaluation schedule, last point = the budget
     assert all(float(r["fps"]) > 0 and float(r["peak_rss_mb"]) > 50 for r in rows)
     assert (compared / f"curves_{ENV}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (compared / f"curves_{ENV}_wallclock.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_summary_has_one_row_per_algo_and_the_command(compared):
@@ -227,3 +228,18 @@ def test_a_value_set_is_part_of_the_run_and_its_command(tmp_path):
     (spec,) = finished_specs(out).values()
     assert (spec.hyperparams, spec.algo_kwargs) == ("ppo", "dict(n_epochs=1)")
     assert '--hyperparams ppo --algo-kwargs "dict(n_epochs=1)"' in (out / "summary.md").read_text()
+
+
+def test_wallclock_scores_hold_each_run_at_its_latest_evaluation():
+    from sb3_ncdpo.compare.plots import wallclock_scores
+
+    rows = [
+        dict(seed=0, wall_time_s=60, eval_return_mean=1.0),
+        dict(seed=0, wall_time_s=120, eval_return_mean=2.0),
+        dict(seed=1, wall_time_s=90, eval_return_mean=5.0),
+        dict(seed=1, wall_time_s=300, eval_return_mean=7.0),
+    ]
+    minutes, scores = wallclock_scores(rows, n_points=5)
+    # from the latest first evaluation (90 s) to the slowest run's end (300 s); seed 0 keeps its final score after 120 s
+    assert minutes.tolist() == [1.5, 2.375, 3.25, 4.125, 5.0]
+    assert scores[:, 0].tolist() == [[1.0, 2.0, 2.0, 2.0, 2.0], [5.0, 5.0, 5.0, 5.0, 7.0]]

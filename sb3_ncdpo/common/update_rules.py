@@ -17,7 +17,7 @@ LR_STEP, LR_SCALE_RANGE = 1.5, (1e-2, 1.0)
 def check_update_rules(clip_grad_per_group: bool, desired_kl: float | None) -> None:
     """
     :param clip_grad_per_group: Whether the gradient norm is clipped per parameter group
-    :param desired_kl: The KL divergence per minibatch that the learning rate aims at (``None``: fixed by the schedule)
+    :param desired_kl: The KL divergence per update that the learning rate aims at (``None``: fixed by the schedule)
     :raises ValueError: naming the invalid argument and its allowed values
     """
     if not isinstance(clip_grad_per_group, bool):
@@ -44,8 +44,8 @@ def parameter_groups(policy: ActorCriticPolicy) -> dict[str, list[th.nn.Paramete
 
 def clip_gradients(groups: dict[str, list[th.nn.Parameter]], max_grad_norm: float) -> tuple[th.Tensor, dict[str, float]]:
     """
-    Clip each group's gradient norm to ``max_grad_norm`` separately, so that one group's large gradient (the K-step
-    chain's) does not scale down the others' (the critic's, the std's) as one norm over all parameters does.
+    Clip each group's gradient norm to ``max_grad_norm`` separately, so that one group's large gradient (usually the
+    critic's) does not scale down the others' as one norm over all parameters does.
 
     :param groups: The parameter groups (:func:`parameter_groups`)
     :param max_grad_norm: The largest gradient norm of a group

@@ -1,4 +1,7 @@
-"""Learning curves of a comparison: one PNG per env, the metric over seeds with 95% bootstrap bands (rliable)."""
+"""
+Learning curves of a comparison, the metric over seeds with 95% bootstrap bands (rliable): per env, one PNG against env
+steps and one against wall-clock training time.
+"""
 
 from pathlib import Path
 from typing import Any
@@ -12,8 +15,9 @@ from sb3_ncdpo.compare.stats import algos_in_order, iqm_or_mean, seeded_interval
 
 def plot_curves(rows: list[dict[str, Any]], out: Path, metric: str = "iqm") -> list[Path]:
     """
-    One PNG per env: the metric over seeds of the evaluation return vs env steps, with 95% bootstrap bands (rliable).
-    Only evaluation points that every run of the env has are drawn.
+    Per env, ``curves_<env>.png``: the metric over seeds of the evaluation return vs env steps, with 95% bootstrap
+    bands (rliable), at the evaluation points that every run of the env has; and ``curves_<env>_wallclock.png``: the
+    same against training time (evaluation excluded), each algorithm on its own time grid (:func:`wallclock_scores`).
 
     :param rows: Evaluation rows of finished runs
     :param out: Output directory
@@ -58,10 +62,60 @@ def plot_curves(rows: list[dict[str, Any]], out: Path, metric: str = "iqm") -> l
         per_algo = ", ".join(f"{a}: {len(s)}" for a, s in scores.items())
         ax.set_title(f"{env_id} ({counts.pop()} seeds each)" if len(counts) == 1 else f"{env_id} (seeds: {per_algo})")
         ax.legend()
-        fig.tight_layout()
-        path = out / f"curves_{file_stem(env_id)}.png"
-        with atomic_file(path) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, out / f"curves_{file_stem(env_id)}.png"))
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for algo in scores:
+            minutes, timed = wallclock_scores([r for r in env_rows if r["algo"] == algo])
+            if len(minutes) == 0:
+                continue
+            (point,), (ci,) = (
+                d.values()
+                for d in seeded_interval_estimates(
+                    {algo: timed}, lambda s: np.array([aggregate(s[..., i]) for i in range(s.shape[-1])]), reps=2000
+                )
+            )
+            (line,) = ax.plot(minutes, point, label=algo, linewidth=2)
+            ax.fill_between(minutes, ci[0], ci[1], color=line.get_color(), alpha=0.2)
+        ax.set_xlabel("training time (minutes, one CPU thread per run; evaluation excluded)")
+        ax.set_ylabel(f"evaluation return ({metric.upper() if metric == 'iqm' else metric}, 95% CI)")
+        ax.set_title(f"{env_id}, against wall-clock")
+        ax.legend()
+        paths.append(_save(fig, out / f"curves_{file_stem(env_id)}_wallclock.png"))
     return paths
+
+
+def wallclock_scores(rows: list[dict[str, Any]], n_points: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Put the runs of one algorithm on one time grid: at each time, a run's score is its latest evaluation made by then
+    (after its end, its final one). The grid starts when every run has been evaluated once and ends with the slowest
+    run's end, so no point needs a score from before a run's first evaluation.
+
+    :param rows: Evaluation rows of one algorithm's runs on one env (``seed``, ``wall_time_s``, ``eval_return_mean``)
+    :param n_points: Points of the grid
+    :return: ``(minutes, scores)``: the grid, and the scores with shape ``(runs, 1 task, points)`` (empty if the runs
+        share no time)
+    """
+    by_seed: dict[int, list[tuple[float, float]]] = {}
+    for r in rows:
+        by_seed.setdefault(r["seed"], []).append((r["wall_time_s"], r["eval_return_mean"]))
+    curves = [sorted(points) for _, points in sorted(by_seed.items())]
+    if not curves:
+        return np.array([]), np.zeros((0, 1, 0))
+    start, end = max(c[0][0] for c in curves), max(c[-1][0] for c in curves)
+    grid = np.linspace(start, end, n_points)
+    scores = []
+    for curve in curves:
+        times, values = np.array([t for t, _ in curve]), np.array([v for _, v in curve])
+        scores.append([values[np.searchsorted(times, grid, side="right") - 1]])
+    return grid / 60, np.array(scores)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Write ``fig`` to ``path`` atomically, close it, return ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
