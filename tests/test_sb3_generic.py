@@ -113,8 +113,8 @@ def test_target_kl_early_stop():
 
 
 def test_batch_size_checks():
-    """batch_size larger than the buffer or 1 with normalised advantages is refused; a non-divisor warns."""
-    with pytest.raises(ValueError, match="batch_size"):
+    """batch_size 1 with normalised advantages is refused; one above the buffer (as in SB3's PPO) or a non-divisor warns."""
+    with pytest.warns(UserWarning, match="each minibatch is the whole of it"):
         make_model(n_steps=8, batch_size=16)
     with pytest.raises(ValueError, match="batch_size"):
         make_model(batch_size=1)
