@@ -136,8 +136,19 @@ def convert_ncdpo_params(params: dict[str, Any]) -> dict[str, Any]:
             "denoiser_hidden_sizes": DENOISER_SIZES[params["denoiser"]],
             "net_arch": {"pi": CONDITION_NETS[params["condition_net"]], "vf": [64, 64]},
             "activation_fn": nn.Tanh,
+            **action_chunk(params),
         },
     }
+
+
+def action_chunk(params: dict[str, Any]) -> dict[str, int]:
+    """
+    :param params: Raw sampled values; ``action_chunk`` is ``"<horizon>/<n_action_steps>"`` (absent in trials of
+        sb3-ncdpo 0.2, which searched no chunks)
+    :return: The policy's ``horizon`` and ``n_action_steps``
+    """
+    horizon, n_action_steps = (int(value) for value in params.get("action_chunk", "1/1").split("/"))
+    return {"horizon": horizon, "n_action_steps": n_action_steps}
 
 
 #: Search space of :func:`sample_ncdpo_params`: ``(low, high)`` ranges (ints: uniform; floats: log-uniform for the
@@ -159,6 +170,8 @@ SEARCH_SPACE: dict[str, tuple[int, int] | tuple[float, float] | list[Any]] = {
     "log_std_init": (-2.0, 0.0),
     "denoiser": list(DENOISER_SIZES),
     "condition_net": list(CONDITION_NETS),
+    # "<horizon>/<n_action_steps>": no chunks, DPPO's 4-action chunks, 8 denoised and 4 executed (docs/guide/chunks.md)
+    "action_chunk": ["1/1", "4/4", "8/4"],
 }
 LOG_SCALE = {"one_minus_gamma", "one_minus_gae_lambda", "learning_rate", "ent_coef"}
 
@@ -224,6 +237,7 @@ def convert_dppo_params(params: dict[str, Any]) -> dict[str, Any]:
             "denoiser_hidden_sizes": DENOISER_SIZES[params["denoiser"]],
             "net_arch": {"pi": CONDITION_NETS[params["condition_net"]], "vf": [64, 64]},
             "activation_fn": nn.Tanh,
+            **action_chunk(params),
         },
     }
 
@@ -246,6 +260,7 @@ DPPO_SEARCH_SPACE: dict[str, tuple[int, int] | tuple[float, float] | list[Any]] 
     "min_std": [0.05, 0.1, 0.2],
     "denoiser": list(DENOISER_SIZES),
     "condition_net": list(CONDITION_NETS),
+    "action_chunk": ["1/1", "4/4", "8/4"],
 }
 
 

@@ -181,3 +181,15 @@ def test_compare_runs_and_reports_a_multiagent_id(tmp_path):
     table = report(tmp_path)
     assert "| sb3_ncdpo/simple_spread_v3 | ncdpo | 1 | 2400 |" in table  # one rollout: 8 copies x 3 agents x 100 steps
     assert (tmp_path / "curves_sb3_ncdpo-simple_spread_v3.png").exists()
+
+
+def test_agents_execute_action_chunks():
+    env = make_parallel_vec_env(SPREAD, n_envs=1, seed=0, env_kwargs=dict(N=3, continuous_actions=True))
+    chunks = dict(SMALL, horizon=4, n_action_steps=2)
+    model = NCDPO("MlpDiffusionPolicy", env, seed=0, n_steps=26, batch_size=39, n_epochs=1, policy_kwargs=chunks)
+    model.learn(150)  # 13 decisions per agent and rollout: MPE's 25-step episode is 12 chunks of 2 steps and one of 1
+    assert model.num_timesteps == 2 * 25 * 3 and model.rollout_buffer.buffer_size == 13
+    assert model.rollout_buffer.actions.shape == (13 * 3, 4 * 5)  # flattened by the update
+    assert len(model.ep_info_buffer) == 6 and {info["l"] for info in model.ep_info_buffer} == {25}
+    actions, _ = model.predict(env.reset(), deterministic=True)
+    assert actions.shape == (3, 5) and all(env.action_space.contains(a) for a in actions)

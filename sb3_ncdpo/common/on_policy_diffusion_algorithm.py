@@ -25,7 +25,16 @@ from stable_baselines3.common.utils import FloatSchedule, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_ncdpo.common.atomic import atomic_file
+from sb3_ncdpo.common.chunk_rollout import (
+    ChunkRollout,
+    Decisions,
+    Row,
+    check_chunk_reward,
+    decision_gamma,
+    take_observations,
+)
 from sb3_ncdpo.common.finetune import check_finetune_args, frozen_copy, train_critic_only
+from sb3_ncdpo.common.observation_history import ObservationHistory, stacked_space
 from sb3_ncdpo.common.policies import CnnDiffusionPolicy, DiffusionActorCriticPolicy, MultiInputDiffusionPolicy
 from sb3_ncdpo.common.policy_settings import check_action_space, check_policy_kwargs
 from sb3_ncdpo.common.pretrained import check_kept_policy_kwargs, init_from_pretrained, pretrained_policy_kwargs
@@ -63,6 +72,9 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
 
     policy: DiffusionActorCriticPolicy
     reference_policy: DiffusionActorCriticPolicy
+    #: With ``n_obs_steps`` > 1: the envs' observation histories, and the ``_last_obs`` they end with
+    _observation_history: ObservationHistory
+    _history_last_obs: Any
 
     def __init__(
         self,
@@ -94,6 +106,7 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
         bc_coef: float = 0.0,
         clip_grad_per_group: bool = True,
         desired_kl: float | None = None,
+        chunk_reward: str = "discounted",
         _init_setup_model: bool = True,
         *,
         use_sde: bool = False,
@@ -107,6 +120,7 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
             )
         check_finetune_args(critic_warmup_iters, bc_coef)
         check_update_rules(clip_grad_per_group, desired_kl)
+        check_chunk_reward(chunk_reward)
         policy_class = self._get_policy_from_name(policy) if isinstance(policy, str) else policy
         if not (isinstance(policy_class, type) and issubclass(policy_class, DiffusionActorCriticPolicy)):
             raise ValueError(
@@ -159,6 +173,7 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
         self.bc_coef = bc_coef
         self.clip_grad_per_group = clip_grad_per_group
         self.desired_kl = desired_kl
+        self.chunk_reward = chunk_reward
         self.lr_scale = 1.0
         self._n_iterations_trained = 0
 
@@ -179,10 +194,24 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
         :param normalize_advantage: Whether advantages are normalised per minibatch
         """
         assert self.env is not None
-        buffer_size = self.env.num_envs * self.n_steps
+        buffer_size = self.env.num_envs * self.n_decisions
+        how_many = f"n_steps * n_envs = {self.n_steps} * {self.env.num_envs}"
+        if self.n_decisions != self.n_steps:
+            how_many = f"ceil(n_steps / n_action_steps) * n_envs = {self.n_decisions} * {self.env.num_envs} decisions"
         if normalize_advantage and buffer_size < 2:
-            raise ValueError(f"n_steps * n_envs must be > 1 with normalize_advantage=True, got {self.n_steps} * {self.n_envs}")
-        self._check_minibatches(batch_size, buffer_size, f"n_steps * n_envs = {self.n_steps} * {self.env.num_envs}")
+            raise ValueError(
+                f"the rollout buffer must hold more than one sample with normalize_advantage=True, got {how_many}"
+            )
+        self._check_minibatches(batch_size, buffer_size, how_many)
+
+    @property
+    def n_decisions(self) -> int:
+        """
+        Rows of the rollout buffer: decisions per env per rollout, ``ceil(n_steps / n_action_steps)`` (``n_steps`` counts
+        env steps, as in SB3; with ``n_action_steps`` > 1 a rollout can take fewer env steps, where episodes end
+        inside chunks, whose rest is dropped).
+        """
+        return -(-self.n_steps // self.policy_kwargs.get("n_action_steps", 1))
 
     @staticmethod
     def _check_minibatches(batch_size: int, n_samples: int, how_many: str, what: str = "the rollout buffer") -> None:
@@ -225,12 +254,15 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
         if self.rollout_buffer_class is None:
             plain, dict_observations = self.rollout_buffer_classes
             self.rollout_buffer_class = dict_observations if isinstance(self.observation_space, spaces.Dict) else plain
+        observation_space = self.observation_space
+        if self.policy.n_obs_steps > 1:
+            observation_space = stacked_space(self.observation_space, self.policy.n_obs_steps)  # type: ignore[arg-type]
         self.rollout_buffer = self.rollout_buffer_class(  # type: ignore[call-arg]
-            self.n_steps,
-            self.observation_space,  # type: ignore[arg-type]
-            self.action_space,
+            self.n_decisions,
+            observation_space,  # type: ignore[arg-type]
+            self._chunk_space(),
             device=self.device,
-            gamma=self.gamma,
+            gamma=decision_gamma(self.gamma, self.policy.n_action_steps, self.chunk_reward),
             gae_lambda=self.gae_lambda,
             n_envs=self.n_envs,
             **self._rollout_buffer_kwargs(),
@@ -242,6 +274,12 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
             if isinstance(self.clip_range_vf, (float, int)) and self.clip_range_vf <= 0:
                 raise ValueError(f"clip_range_vf must be > 0, or None to deactivate value clipping, got {self.clip_range_vf}")
             self.clip_range_vf = FloatSchedule(self.clip_range_vf)
+
+    def _chunk_space(self) -> spaces.Space:
+        """:return: The space of one decision's actions, as the buffer stores them (the action space without chunks)"""
+        if self.policy.horizon == 1:
+            return self.action_space
+        return spaces.Box(-np.inf, np.inf, shape=self.policy.chunk_shape, dtype=np.float32)
 
     # --- Rollouts ---
 
@@ -265,13 +303,17 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
     ) -> bool:
         """
         Collect experiences using the current policy and fill the rollout buffer. Same loop as SB3's
-        ``OnPolicyAlgorithm.collect_rollouts`` (and the same local names, for callbacks) except for the policy call
-        (:meth:`_policy_step`) and what ``add`` stores besides SB3's fields.
+        ``OnPolicyAlgorithm.collect_rollouts`` (and the same local names, for callbacks: ``new_obs``, ``rewards``,
+        ``dones``, ``infos`` are those of one env step) except for the policy call (:meth:`_policy_step`), what ``add``
+        stores besides SB3's fields, and action chunks: with the policy's ``n_action_steps`` > 1 each env executes a
+        decision's actions one env step at a time and the buffer gets one row per decision
+        (:class:`~sb3_ncdpo.common.chunk_rollout.ChunkRollout`); callbacks, ``num_timesteps`` and the episode statistics
+        still see every env step. The rollout ends when the buffer is full.
 
         :param env: The training environment
         :param callback: Callback that will be called at each step (and at the beginning and end of the rollout)
         :param rollout_buffer: Buffer to fill with rollouts (one of ``rollout_buffer_classes``, or compatible)
-        :param n_rollout_steps: Number of experiences to collect per environment
+        :param n_rollout_steps: SB3's argument (its ``n_steps``); the buffer's size decides the rollout's length
         :return: True if function returned with at least `n_rollout_steps` collected, False if callback terminated
             rollout prematurely.
         """
@@ -282,22 +324,45 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
         n_steps = 0
         rollout_buffer.reset()
         callback.on_rollout_start()
+        chunks = ChunkRollout(env.num_envs, self.policy.n_action_steps, self.gamma, self.chunk_reward)
+        executed_shape = (self.policy.n_action_steps, *self.action_space.shape)  # type: ignore[misc]
+        history = self._history_of_last_obs()
 
-        while n_steps < n_rollout_steps:
-            with th.no_grad():
-                # Convert to pytorch tensor or to TensorDict
-                obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
-                actions_tensor, values, log_probs, rollout_extras = self._policy_step(obs_tensor)
-            actions = actions_tensor.cpu().numpy()
-
-            clipped_actions = actions
-            if isinstance(self.action_space, spaces.Box):
-                if not np.isfinite(actions).all():
+        while not rollout_buffer.full:
+            deciding = chunks.deciding()
+            if deciding.size > 0:
+                everyone = deciding.size == env.num_envs
+                last_obs = self._last_obs if history is None else history.stacked
+                observations = last_obs if everyone else take_observations(last_obs, deciding)  # type: ignore[arg-type]
+                with th.no_grad():
+                    # Convert to pytorch tensor or to TensorDict
+                    obs_tensor = obs_as_tensor(observations, self.device)  # type: ignore[arg-type]
+                    actions_tensor, values, log_probs, rollout_extras = self._policy_step(obs_tensor)
+                chunk_actions = actions_tensor.cpu().numpy()
+                if isinstance(self.action_space, spaces.Box) and not np.isfinite(chunk_actions).all():
                     # The traced Gaussian skips torch's argument checks, which stop PPO here (a categorical still has them).
                     raise ValueError(
                         f"the policy's actions are not finite at step {self.num_timesteps}: the observations or the policy's "
                         "parameters hold NaN or inf (SB3's VecCheckNan wrapper finds the step and the env that produce them)"
                     )
+                episode_starts = self._last_episode_starts if everyone else self._last_episode_starts[deciding]  # type: ignore[index]
+                executed = chunk_actions.reshape((deciding.size, -1, *executed_shape[1:]))[:, : executed_shape[0]]
+                chunks.decide(
+                    Decisions(
+                        deciding,
+                        observations,  # type: ignore[arg-type]
+                        chunk_actions,
+                        executed,
+                        episode_starts,  # type: ignore[arg-type]
+                        values,
+                        log_probs,
+                        rollout_extras,
+                    )
+                )
+            actions = chunks.actions()
+
+            clipped_actions = actions
+            if isinstance(self.action_space, spaces.Box):
                 # The policy acts in [-1, 1]: clip the sample, then map it to the Box bounds
                 clipped_actions = self.policy.unscale_action(np.clip(actions, -1.0, 1.0))
 
@@ -322,25 +387,31 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
                     and infos[idx].get("TimeLimit.truncated", False)
                 ):
                     terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
+                    if history is not None:
+                        terminal_obs = obs_as_tensor(history.ending_with(idx, infos[idx]["terminal_observation"]), self.device)
                     with th.no_grad():
                         terminal_value = self.policy.predict_values(terminal_obs)[0]  # type: ignore[arg-type]
                     rewards[idx] += self.gamma * terminal_value
 
-            rollout_buffer.add(
-                self._last_obs,  # type: ignore[arg-type]
-                actions,
-                rewards,
-                self._last_episode_starts,  # type: ignore[arg-type]
-                values,
-                log_probs,
-                **rollout_extras,
-            )
+            row = chunks.record(rewards, dones)
+            while row is not None and not rollout_buffer.full:
+                self._add_row(rollout_buffer, row)
+                row = chunks.pop_row()
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones
+            if history is not None:
+                history.push(new_obs, dones)  # type: ignore[arg-type]
+                self._history_last_obs = new_obs
 
         with th.no_grad():
             # Compute value for the last timestep
-            values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))  # type: ignore[arg-type]
+            values = self.policy.predict_values(
+                obs_as_tensor(new_obs if history is None else history.stacked, self.device)  # type: ignore[arg-type]
+            )
+        # Where an env's next decision was already made (it did not make a row), its last row bootstraps from it.
+        for env_index, following in enumerate(chunks.next_decisions()):
+            if following is not None:
+                values[env_index], dones[env_index] = following
 
         rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
 
@@ -349,6 +420,34 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
         callback.on_rollout_end()
 
         return True
+
+    def _history_of_last_obs(self) -> ObservationHistory | None:
+        """
+        :return: The histories of the envs' observations up to ``_last_obs`` (with ``n_obs_steps`` > 1; ``None``
+            otherwise), kept from the last rollout, or started anew where the env was reset since (``_setup_learn``)
+        """
+        if self.policy.n_obs_steps == 1:
+            return None
+        history = getattr(self, "_observation_history", None)
+        if history is None or getattr(self, "_history_last_obs", None) is not self._last_obs:
+            history = self._observation_history = ObservationHistory(self.policy.n_obs_steps)
+            history.reset(self._last_obs)  # type: ignore[arg-type]
+            self._history_last_obs = self._last_obs
+        return history
+
+    @staticmethod
+    def _add_row(rollout_buffer: RolloutBuffer, row: Row) -> None:
+        """:param row: One decision of every env, added to ``rollout_buffer`` as SB3's loop adds a step"""
+        decisions = row.decisions
+        rollout_buffer.add(
+            decisions.observations,  # type: ignore[arg-type]
+            decisions.actions,
+            row.rewards,
+            decisions.episode_starts,
+            decisions.values,
+            decisions.log_probs,
+            **decisions.extras,
+        )
 
     # --- Fine-tuning: the pre-trained folder, critic warm-up, the BC reference ---
 
@@ -374,7 +473,7 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
         return True
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "reference_policy"]
+        return [*super()._excluded_save_params(), "reference_policy", "_observation_history", "_history_last_obs"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, tensors = super()._get_torch_save_params()

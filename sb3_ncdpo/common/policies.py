@@ -1,6 +1,7 @@
 """Diffusion actor-critic policies: a denoising chain conditioned on stored noise as the actor, V(s) as the critic."""
 
 import math
+from collections import deque
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 
@@ -18,13 +19,16 @@ from sb3_ncdpo.common.atomic import atomic_file
 from sb3_ncdpo.common.denoising_steps import DenoisingStepsMixin, FrozenActor
 from sb3_ncdpo.common.diffusion import ChainConfig, DenoiserMLP, EpsGradHook, chain_class, make_chain
 from sb3_ncdpo.common.distributions import FinalDistribution, FinalGaussian
+from sb3_ncdpo.common.observation_history import ObservationHistory, stacked_space
 from sb3_ncdpo.common.policy_settings import (
     CHAIN_DEFAULTS,
+    DEFAULT_CHUNK_LOG_PROB,
     DEFAULT_DENOISER_SIZES,
     DEFAULT_MIN_STD,
     DEFAULT_PREDICTION_TYPE,
     chain_dim,
     check_action_space,
+    check_chunk_spaces,
     check_policy_kwargs,
 )
 from sb3_ncdpo.common.tracing import PolicyTraces
@@ -101,6 +105,19 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
         an update instead of keeping them (PyTorch's activation checkpointing): the update's memory then hardly grows
         with K, for one more forward pass of the denoiser; same gradients. Updates then run the eager code (traces
         cannot checkpoint); rollouts and prediction are unchanged
+    :param horizon: Length Tp of the action chunk that one decision denoises (Diffusion Policy's and LeRobot's name;
+        a Box action space only): the chain denoises ``horizon * action_dim`` values and the final Gaussian has one
+        learned std per action dimension, shared by the chunk's positions
+    :param n_action_steps: Number Ta of the chunk's first actions executed per decision (``<= horizon``), one env step
+        each: the algorithms then make one decision every ``n_action_steps`` env steps, and :meth:`predict` returns
+        one action per call from a queue per env that it refills every ``n_action_steps`` calls
+    :param n_obs_steps: Number To of observations the policy is conditioned on (a Box observation space, not an
+        image): its networks read the last ``n_obs_steps`` observations, oldest first, flattened by the features
+        extractor; at an episode's start the first observation repeated. The algorithms and :meth:`predict` keep the
+        history of each env; the other methods take histories, ``(batch, n_obs_steps, *obs_shape)``
+    :param chunk_log_prob: What the PPO ratio of a chunk is made of: the log-probability of the ``"executed"``
+        actions (the first ``n_action_steps``, DPPO's choice, default) or of the whole denoised chunk (``"horizon"``);
+        the entropy covers the same actions. The same with ``n_action_steps == horizon``
     """
 
     #: Keyword arguments that fine-tuning may change from the pre-trained policy's, besides the chain's own
@@ -116,6 +133,7 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
             "ortho_init",
             "n_finetuned_steps",
             "gradient_checkpointing",
+            "chunk_log_prob",
         }
     )
     traces: PolicyTraces
@@ -162,6 +180,10 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
         min_std: float = DEFAULT_MIN_STD,
         n_finetuned_steps: int | None = None,
         gradient_checkpointing: bool = False,
+        horizon: int = 1,
+        n_action_steps: int = 1,
+        n_obs_steps: int = 1,
+        chunk_log_prob: str = DEFAULT_CHUNK_LOG_PROB,
     ):
         check_action_space(action_space)
         if x0_clip_final is None:
@@ -176,15 +198,22 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
                 n_finetuned_steps=n_finetuned_steps,
                 n_denoising_steps=n_denoising_steps,
                 gradient_checkpointing=gradient_checkpointing,
+                horizon=horizon,
+                n_action_steps=n_action_steps,
+                n_obs_steps=n_obs_steps,
+                chunk_log_prob=chunk_log_prob,
             )
         )
+        check_chunk_spaces(observation_space, action_space, horizon, n_obs_steps)
         if optimizer_kwargs is None and optimizer_class is th.optim.Adam:
             # SB3's default Adam settings, with PyTorch's fused kernel: the per-parameter loop of the default Adam cost
             # ~0.7 ms per minibatch here, a tenth of an NCDPO update on Hopper-v5 (benchmarks/speed.py).
             optimizer_kwargs = {"eps": 1e-5, "fused": True}
         # Read on every rollout call (SB3 computes action_dim with np.prod)
         self._action_dim = get_action_dim(action_space)
-        self._chain_dim = chain_dim(action_space)
+        self.horizon, self.n_action_steps, self.n_obs_steps = horizon, n_action_steps, n_obs_steps
+        self.chunk_log_prob = chunk_log_prob
+        self._chain_dim = horizon * chain_dim(action_space)
         self.chain = make_chain(
             ChainConfig(
                 n_denoising_steps=n_denoising_steps,
@@ -260,8 +289,32 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
 
     @property
     def chain_dim(self) -> int:
-        """Size of the vector the chain denoises: ``action_dim`` for a Box, the number of logits otherwise."""
+        """
+        Size of the vector the chain denoises: ``horizon * action_dim`` for a Box, the number of logits otherwise.
+        """
         return self._chain_dim
+
+    @property
+    def chunk_shape(self) -> tuple[int, ...]:
+        """Shape of the actions of one decision: the action space's, with a leading ``horizon`` if it is > 1."""
+        shape = tuple(self.action_space.shape or ())
+        return (self.horizon, *shape) if self.horizon > 1 else shape
+
+    @property
+    def _scored_dims(self) -> int | None:
+        """How many of the chunk's first values the log-probability covers (``None``: all of them)."""
+        if self.chunk_log_prob == "executed" and self.n_action_steps < self.horizon:
+            return self.n_action_steps * self.action_dim
+        return None
+
+    def scored(self, per_value: th.Tensor) -> th.Tensor:
+        """
+        :param per_value: A quantity per denoised value, on the last axis (a log-density, a std, a KL)
+        :return: Its values that the log-probability covers: an action chunk's executed actions with
+            ``chunk_log_prob="executed"``, else all of them
+        """
+        scored = self._scored_dims
+        return per_value if scored is None else per_value[..., :scored]
 
     @property
     def noise_shape(self) -> tuple[int, int]:
@@ -283,6 +336,10 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
             min_std=self.min_std,
             n_finetuned_steps=self.n_finetuned_steps,
             gradient_checkpointing=self.gradient_checkpointing,
+            horizon=self.horizon,
+            n_action_steps=self.n_action_steps,
+            n_obs_steps=self.n_obs_steps,
+            chunk_log_prob=self.chunk_log_prob,
         )
         return data
 
@@ -301,7 +358,7 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
         encoders = (self.features_extractor, self.pi_features_extractor, self.vf_features_extractor, self.mlp_extractor)
         self.traces = PolicyTraces(self, encoders, gaussian=isinstance(self.action_space, spaces.Box))
         if isinstance(self.action_space, spaces.Box):
-            self.action_dist = FinalGaussian(self.action_dim)
+            self.action_dist = FinalGaussian(self.chain_dim, scored_dims=self._scored_dims)
             log_std = self.log_std_init if self.fixed_std is None else math.log(self.fixed_std)
             # A fixed std stays a (frozen) parameter so that saved files have the same layout either way.
             self.log_std = nn.Parameter(th.full((self.action_dim,), float(log_std)), requires_grad=self.fixed_std is None)
@@ -335,7 +392,9 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
         return self._floored_log_std().exp()
 
     def _floored_log_std(self) -> th.Tensor:
-        return self.log_std.clamp(min=math.log(self.min_std))
+        """:return: The final step's log std per denoised value (the per-action std repeated over the chunk)"""
+        log_std = self.log_std.clamp(min=math.log(self.min_std))
+        return log_std.repeat(self.horizon) if self.horizon > 1 else log_std
 
     def sample_noise(self, batch_size: int) -> th.Tensor:
         """
@@ -431,14 +490,14 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
         if traced_act is not None:
             # Drawn after the chain's noise, as torch's Normal.sample would (same generator, same order, same numbers).
             draw = th.zeros if deterministic else th.randn
-            draws = draw((batch_size, self.action_dim), dtype=noises.dtype, device=noises.device)
+            draws = draw((batch_size, self.chain_dim), dtype=noises.dtype, device=noises.device)
             actions, values, log_prob = traced_act(obs, noises, draws, self.time_projections())
         else:
             mean, values = self._final_mean_and_values(obs, noises)
             distribution = self._final_distribution(mean, validate_args=False if not th.is_grad_enabled() else None)
             actions = distribution.get_actions(deterministic=deterministic)
             log_prob = distribution.log_prob(actions)
-        return actions.reshape((-1, *self.action_space.shape)), values, log_prob, noises  # type: ignore[misc]
+        return actions.reshape((-1, *self.chunk_shape)), values, log_prob, noises
 
     def forward(self, obs: th.Tensor, deterministic: bool = False) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """
@@ -511,11 +570,79 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
             noises = self.sample_noise(latent_pi.shape[0])
         return self._get_action_dist_from_latent(latent_pi, noises, obs=obs)
 
+    def make_features_extractor(self) -> BaseFeaturesExtractor:
+        """:return: The features extractor, on histories of ``n_obs_steps`` observations where that is > 1"""
+        if self.n_obs_steps == 1:
+            return super().make_features_extractor()
+        space = stacked_space(self.observation_space, self.n_obs_steps)  # type: ignore[arg-type]
+        return self.features_extractor_class(space, **self.features_extractor_kwargs)
+
+    def reset(self) -> None:
+        """
+        Forget the actions and observations that :meth:`predict` keeps between calls (LeRobot's name): its next call
+        starts anew for every env.
+        """
+        self._action_queues: list[deque[np.ndarray]] = []
+        self._obs_history = ObservationHistory(self.n_obs_steps)
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """
+        SB3's ``predict``: one action per env and call, for one observation per env. With ``n_action_steps`` > 1 (or
+        ``horizon`` > 1) it keeps a queue of actions per env (the batch's row): a call decides for the envs whose
+        queue is empty and queues the first ``n_action_steps`` actions of their chunk. With ``n_obs_steps`` > 1 it
+        keeps each env's history of observations, which every call extends. ``episode_start`` (SB3's argument, as
+        ``evaluate_policy`` and rl-zoo3's ``enjoy`` pass it) starts anew the envs it marks, and a change of the batch
+        size starts every env anew (as does :meth:`reset`).
+
+        :param observation: The input observation
+        :param state: The last hidden state (unused: returned as given)
+        :param episode_start: Whether each env starts an episode
+        :param deterministic: Whether to return deterministic actions
+        :return: The actions and ``state``
+        """
+        if self.horizon == 1 and self.n_action_steps == 1 and self.n_obs_steps == 1:
+            return super().predict(observation, state, episode_start, deterministic)
+        self.set_training_mode(False)
+        obs_tensor, vectorized_env = self.obs_to_tensor(observation)
+        batch_size = (obs_tensor if isinstance(obs_tensor, th.Tensor) else next(iter(obs_tensor.values()))).shape[0]
+        if len(getattr(self, "_action_queues", [])) != batch_size:
+            self.reset()
+            self._action_queues = [deque() for _ in range(batch_size)]
+        starts = np.zeros(batch_size, bool) if episode_start is None else np.asarray(episode_start, bool).reshape(-1)
+        for index in np.flatnonzero(starts):
+            self._action_queues[index].clear()
+        if self.n_obs_steps > 1:
+            histories = self._obs_history.push(obs_tensor.cpu().numpy(), starts)  # type: ignore[union-attr]
+            obs_tensor = th.as_tensor(histories, device=self.device)
+        deciding = [index for index, queue in enumerate(self._action_queues) if not queue]
+        if deciding:
+            obs = (
+                obs_tensor[deciding] if isinstance(obs_tensor, th.Tensor) else {k: v[deciding] for k, v in obs_tensor.items()}
+            )
+            with th.no_grad():
+                chunks = self._predict(obs, deterministic=deterministic).cpu().numpy()
+            # (envs, horizon, *action_shape): the first n_action_steps are queued
+            action_shape = tuple(self.action_space.shape or ())
+            executed = chunks.reshape((len(deciding), self.horizon, *action_shape))[:, : self.n_action_steps]
+            for env, chunk in zip(deciding, executed, strict=True):
+                self._action_queues[env].extend(chunk)
+        actions = np.stack([queue.popleft() for queue in self._action_queues])
+        if isinstance(self.action_space, spaces.Box):
+            actions = self.unscale_action(actions)
+        return (actions if vectorized_env else actions.squeeze(axis=0)), state
+
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         """
         :param observation: Observation
         :param deterministic: Zero noise at every step and the mean (argmax for discrete actions) of the final step
-        :return: Normalised actions clipped to [-1, 1] (Box), or the discrete actions
+        :return: Normalised actions clipped to [-1, 1] (Box; with ``horizon`` > 1, the chunk: ``horizon * action_dim``
+            values per row), or the discrete actions
         """
         latent_pi = self._actor_latent(observation)
         noises = self._noise_for(latent_pi.shape[0], deterministic)

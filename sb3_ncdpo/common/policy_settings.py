@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
-from stable_baselines3.common.preprocessing import get_action_dim
+from stable_baselines3.common.preprocessing import get_action_dim, is_image_space
 
 from sb3_ncdpo.common.diffusion import ChainConfig
 from sb3_ncdpo.common.diffusion.denoiser import check_denoiser_sizes
@@ -24,6 +24,10 @@ DEFAULT_MIN_STD = 1e-3
 #: Action spaces of a diffusion policy: a bounded Box (the chain denoises the action), Discrete and MultiDiscrete (the
 #: chain denoises a vector of logits, one block per sub-space; the final step is a categorical over them).
 SUPPORTED_ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete)
+#: How the PPO ratio of an action chunk is computed: from the log-probability of the ``n_action_steps`` actions that are
+#: executed (DPPO's choice), or of the whole denoised chunk of ``horizon`` actions
+CHUNK_LOG_PROBS = ("executed", "horizon")
+DEFAULT_CHUNK_LOG_PROB = "executed"
 
 
 def check_action_space(action_space: spaces.Space) -> None:
@@ -87,6 +91,54 @@ def check_policy_kwargs(policy_kwargs: dict[str, Any]) -> None:
         raise ValueError(f"gradient_checkpointing must be a bool, got {policy_kwargs['gradient_checkpointing']!r}")
     n_denoising_steps = policy_kwargs.get("n_denoising_steps", CHAIN_DEFAULTS.n_denoising_steps)
     check_finetuned_steps(policy_kwargs.get("n_finetuned_steps"), n_denoising_steps)
+    check_chunk_settings(
+        policy_kwargs.get("horizon", 1),
+        policy_kwargs.get("n_action_steps", 1),
+        policy_kwargs.get("n_obs_steps", 1),
+        policy_kwargs.get("chunk_log_prob", DEFAULT_CHUNK_LOG_PROB),
+    )
+
+
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def check_chunk_settings(horizon: int, n_action_steps: int, n_obs_steps: int, chunk_log_prob: str) -> None:
+    """
+    :param horizon: Length Tp of the denoised action chunk
+    :param n_action_steps: Actions Ta of a chunk executed per decision (``<= horizon``)
+    :param n_obs_steps: Observations To the policy is conditioned on
+    :param chunk_log_prob: One of :data:`CHUNK_LOG_PROBS`
+    :raises ValueError: naming the invalid setting (or combination) and the allowed values
+    """
+    for name, value in (("horizon", horizon), ("n_action_steps", n_action_steps), ("n_obs_steps", n_obs_steps)):
+        if not _is_positive_int(value):
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if n_action_steps > horizon:
+        raise ValueError(
+            f"n_action_steps must be <= horizon (the executed actions are the first n_action_steps of the denoised chunk "
+            f"of horizon actions), got n_action_steps={n_action_steps} and horizon={horizon}"
+        )
+    if chunk_log_prob not in CHUNK_LOG_PROBS:
+        raise ValueError(f"chunk_log_prob must be one of {CHUNK_LOG_PROBS}, got {chunk_log_prob!r}")
+
+
+def check_chunk_spaces(observation_space: spaces.Space, action_space: spaces.Space, horizon: int, n_obs_steps: int) -> None:
+    """
+    :param observation_space: The observation space
+    :param action_space: A supported action space
+    :param horizon: Length of the denoised action chunk
+    :param n_obs_steps: Length of the observation history
+    :raises ValueError: if the chunk cannot be denoised in this action space (chunks of discrete actions are not
+        supported) or the history cannot be stacked (images and ``Dict`` observations are not supported)
+    """
+    if horizon > 1 and not isinstance(action_space, spaces.Box):
+        raise ValueError(f"horizon > 1 (action chunks) needs a Box action space, got horizon={horizon} and {action_space}")
+    if n_obs_steps > 1 and (not isinstance(observation_space, spaces.Box) or is_image_space(observation_space)):
+        raise ValueError(
+            f"n_obs_steps > 1 (an observation history) needs a Box observation space that is not an image, got "
+            f"n_obs_steps={n_obs_steps} and {observation_space}"
+        )
 
 
 def check_finetuned_steps(n_finetuned_steps: int | None, n_denoising_steps: int) -> None:

@@ -86,6 +86,9 @@ class TracedPolicy(Protocol):
 
     def _floored_log_std(self) -> th.Tensor: ...
 
+    @property
+    def _scored_dims(self) -> int | None: ...
+
 
 class ActorCriticCall(nn.Module):
     """
@@ -129,7 +132,8 @@ class GaussianActCall(nn.Module):
         std = th.ones_like(mean) * self.policy._floored_log_std().exp()
         actions = draw * std + mean
         log_prob = -((actions - mean) ** 2) / (2 * std**2) - std.log() - math.log(math.sqrt(2 * math.pi))
-        return actions, values, log_prob.sum(dim=1)
+        scored = self.policy._scored_dims
+        return actions, values, (log_prob if scored is None else log_prob[:, :scored]).sum(dim=1)
 
 
 class Traced:

@@ -183,11 +183,12 @@ class DPPO(DiffusionPPO):
         n_trained_steps = self.policy_kwargs.get("n_finetuned_steps") or self.policy_kwargs.get(
             "n_denoising_steps", ChainConfig.n_denoising_steps
         )
-        n_pairs = self.env.num_envs * self.n_steps * n_trained_steps
+        n_pairs = self.env.num_envs * self.n_decisions * n_trained_steps
+        steps = "n_steps" if self.n_decisions == self.n_steps else "ceil(n_steps / n_action_steps)"
         self._check_minibatches(
             batch_size,
             n_pairs,
-            f"n_steps * n_envs * K' = {self.n_steps} * {self.env.num_envs} * {n_trained_steps}",
+            f"{steps} * n_envs * K' = {self.n_decisions} * {self.env.num_envs} * {n_trained_steps}",
             what="the number of (environment step, denoising step) pairs of a rollout",
         )
 
@@ -204,13 +205,16 @@ class DPPO(DiffusionPPO):
         """
         n_steps, n_trained = self.policy.chain.n_steps, self.policy.trained_steps
         stds = self.policy.step_stds()[:n_trained].flip(0)  # steps K' .. 1
-        return self.denoising_mdp.log_prob(chains[:, n_steps - n_trained + 1 :], means[:, n_steps - n_trained :], stds)
+        scored = self.policy.scored
+        return self.denoising_mdp.log_prob(
+            scored(chains[:, n_steps - n_trained + 1 :]), scored(means[:, n_steps - n_trained :]), scored(stds)
+        )
 
     def _policy_step(self, obs_tensor: PyTorchObs) -> tuple[th.Tensor, th.Tensor, th.Tensor, dict[str, th.Tensor]]:
         # The rollout stores the whole chain of each action and its trained steps' log-probabilities.
         actions, values, chains, means = self.policy.sample_chain(obs_tensor)
         step_log_probs = self.step_log_probs(chains, means)
-        actions = actions.reshape((-1, *self.action_space.shape))  # type: ignore[misc]
+        actions = actions.reshape((-1, *self.policy.chunk_shape))
         return actions, values, step_log_probs.sum(dim=1), {"chains": chains, "step_log_probs": step_log_probs}
 
     def train(self) -> None:
@@ -233,8 +237,10 @@ class DPPO(DiffusionPPO):
         values, means = self.policy.denoising_step_means(rollout_data.observations, rollout_data.x_k, steps)
         values = values.flatten()
         stds = self.policy.step_stds()[steps - 1]
-        log_prob = mdp.log_prob(rollout_data.x_prev, means, stds)
-        entropy = mdp.entropy(stds)
+        # With action chunks, the executed actions' values (chunk_log_prob="executed", DPPO's choice) or all of them
+        scored = self.policy.scored
+        log_prob = mdp.log_prob(scored(rollout_data.x_prev), scored(means), scored(stds))
+        entropy = mdp.entropy(scored(stds))
         # Normalize advantage (over the pairs), then discount it by the denoising step
         advantages = self._normalized(rollout_data.advantages) * mdp.discount(steps)
         # each step's own clip range
@@ -260,4 +266,5 @@ class DPPO(DiffusionPPO):
             th.distributions.Normal(means, stds.clamp(min=floor)),
             th.distributions.Normal(reference_means, reference_stds.clamp(min=floor)),
         )
+        kl = self.policy.scored(kl)
         return self.denoising_mdp.reduce(kl).mean()

@@ -73,6 +73,11 @@ class NCDPO(DiffusionPPO):
         an update whose ``train/approx_kl`` exceeds ``2 * desired_kl`` the next one's rate is divided by 1.5, below
         ``desired_kl / 2`` multiplied by 1.5, between 1/100 of the scheduled rate and the scheduled rate itself.
         ``None``: the schedule alone
+    :param chunk_reward: With action chunks (the policy's ``n_action_steps`` > 1), how the rewards of a decision's env
+        steps make its reward: ``"discounted"`` (``sum_i gamma^i r_i``, and ``gamma^n_action_steps`` per decision: the
+        return of the step-by-step MDP, default) or ``"sum"`` (DPPO's plain sum, and ``gamma`` per decision). A rollout
+        then holds ``ceil(n_steps / n_action_steps)`` decisions per env, ``batch_size`` counts decisions, and
+        ``num_timesteps`` env steps (docs/guide/chunks.md)
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     :param use_sde: PPO's gSDE switch, for PPO's argument list: must be False (a diffusion policy explores through its
         denoising noise)
@@ -153,7 +158,8 @@ class NCDPO(DiffusionPPO):
 def conditional_kl(distribution: Distribution, reference: Distribution) -> th.Tensor:
     """
     ``KL(pi_theta(.|s, xi) || pi_ref(.|s, xi))`` of the final steps given the same stored noise (Gaussians summed over
-    action dimensions, categoricals summed over sub-spaces): per sample, an upper bound of the KL between the marginal
+    action dimensions, an action chunk's executed ones only with ``chunk_log_prob="executed"``; categoricals summed over
+    sub-spaces): per sample, an upper bound of the KL between the marginal
     policies (joint convexity of the KL).
 
     :param distribution: The current policy's final step
@@ -161,4 +167,7 @@ def conditional_kl(distribution: Distribution, reference: Distribution) -> th.Te
     :return: Per-sample KL, shape ``(batch,)``
     """
     kl = kl_divergence(distribution, reference)
+    scored = getattr(distribution, "scored_dims", None)
+    if scored is not None:  # an action chunk's executed actions, those its log-probability covers
+        kl = kl[..., :scored]
     return kl.sum(dim=-1) if kl.ndim > 1 else kl

@@ -10,6 +10,10 @@ Gaussian ``ActorCriticPolicy`` (the PPO baseline) regresses its action mean on t
 std is a fine-tuning setting). AdamW, cosine learning-rate decay, an exponential moving average (EMA) of the weights
 (the EMA weights are saved), a validation loss on held-out episodes, a progress bar. Observations are normalised with
 the dataset's mean and variance as a ``VecNormalize`` would, and that normaliser is saved with the policy.
+
+A diffusion policy with action chunks or an observation history (``horizon``, ``n_obs_steps`` > 1) is cloned on
+windows: each transition's ``n_obs_steps`` observations up to it and ``horizon`` actions from it, padded at the
+episode's edges as Diffusion Policy pads them (:func:`window_indices`); the datasets stay per step.
 """
 
 import argparse
@@ -153,11 +157,17 @@ def bc_loss(
     """
     rng = np.random.default_rng(seed)
     index = rng.permutation(len(transitions.actions))[:max_samples]
-    observations = transitions.observations[index]
+    observations = transitions.observations
     if normalizer is not None:
         observations = normalizer.normalize_obs(observations)  # type: ignore[assignment]
-    obs = th.as_tensor(np.asarray(observations, dtype=np.float32), device=policy.device)
-    targets = th.as_tensor(policy_targets(policy, transitions.actions[index]), device=policy.device)
+    inputs, outputs = windows(
+        policy,
+        np.asarray(observations, dtype=np.float32),
+        policy_targets(policy, transitions.actions),
+        transitions.episode_ids,
+    )
+    obs = th.as_tensor(inputs[index], device=policy.device)
+    targets = th.as_tensor(outputs[index], device=policy.device)
     with th.no_grad():
         if isinstance(policy, DiffusionActorCriticPolicy):
             return float(denoising_loss(policy, obs, targets, th.Generator().manual_seed(seed)))
@@ -210,6 +220,55 @@ def make_policy(
     return DiffusionActorCriticPolicy(observation_space, action_space, lambda _: learning_rate, **policy_kwargs)
 
 
+def window_indices(episode_ids: np.ndarray, n_obs_steps: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """
+    The (observations, actions) window of every transition, as Diffusion Policy samples its training sequences: the
+    ``n_obs_steps`` observations up to the transition's and the ``horizon`` actions from its own, padded at the
+    episode's edges with the edge repeated (the first observation before the start, the last action after the end).
+
+    :param episode_ids: The episode of each transition; an episode's transitions are contiguous and in order
+    :param n_obs_steps: Observations per window (To)
+    :param horizon: Actions per window (Tp)
+    :return: ``(observation_index, action_index)``, shapes ``(n, n_obs_steps)`` and ``(n, horizon)``: indices into the
+        transitions, oldest first
+    :raises ValueError: if an episode's transitions are not contiguous
+    """
+    episode_ids = np.asarray(episode_ids)
+    n = len(episode_ids)
+    boundaries = np.flatnonzero(np.diff(episode_ids) != 0) + 1
+    if len(np.unique(episode_ids)) != len(boundaries) + 1:
+        raise ValueError("the transitions of each episode must be contiguous (as Minari's episodes are read)")
+    starts = np.repeat(np.concatenate([[0], boundaries]), np.diff(np.concatenate([[0], boundaries, [n]])))
+    ends = np.repeat(np.concatenate([boundaries, [n]]) - 1, np.diff(np.concatenate([[0], boundaries, [n]])))
+    t = np.arange(n)[:, None]
+    observation_index = np.maximum(t + np.arange(1 - n_obs_steps, 1), starts[:, None])
+    action_index = np.minimum(t + np.arange(horizon), ends[:, None])
+    return observation_index, action_index
+
+
+def windows(
+    policy: ActorCriticPolicy, observations: np.ndarray, targets: np.ndarray, episode_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """
+    :param policy: The policy being cloned
+    :param observations: One (normalised) observation per transition
+    :param targets: One regression target per transition (:func:`policy_targets`)
+    :param episode_ids: The episode of each transition
+    :return: Per transition, what the policy reads and what it must denoise: its history of ``n_obs_steps``
+        observations and its chunk of ``horizon`` actions, flattened (:func:`window_indices`); the arrays unchanged for a
+        policy without them
+    """
+    n_obs_steps, horizon = getattr(policy, "n_obs_steps", 1), getattr(policy, "horizon", 1)
+    if n_obs_steps == 1 and horizon == 1:
+        return observations, targets
+    observation_index, action_index = window_indices(episode_ids, n_obs_steps, horizon)
+    if n_obs_steps > 1:
+        observations = observations[observation_index]
+    if horizon > 1:
+        targets = targets[action_index].reshape((len(targets), -1))
+    return observations, targets
+
+
 def behaviour_cloning(
     transitions: Transitions,
     observation_space: spaces.Space,
@@ -245,8 +304,10 @@ def behaviour_cloning(
     if config.normalize:
         normalizer = observation_normalizer(observations[train_index], observation_space, action_space, config.clip_obs)
         observations = np.asarray(normalizer.normalize_obs(observations), dtype=np.float32)
-    obs = th.as_tensor(observations, device=model.device)
-    targets = th.as_tensor(policy_targets(model, transitions.actions), device=model.device)
+    # Per transition: its history of observations and its chunk of actions, where the policy has them
+    inputs, outputs = windows(model, observations, policy_targets(model, transitions.actions), transitions.episode_ids)
+    obs = th.as_tensor(inputs, device=model.device)
+    targets = th.as_tensor(outputs, device=model.device)
 
     def loss_of(net: ActorCriticPolicy, index: th.Tensor, generator: th.Generator | None = None) -> th.Tensor:
         if isinstance(net, DiffusionActorCriticPolicy):
