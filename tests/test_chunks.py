@@ -92,6 +92,30 @@ def test_a_decision_is_n_action_steps_env_steps_and_collects_their_rewards(chunk
     assert model.num_timesteps == 2 * 10
 
 
+def test_the_last_row_bootstraps_from_the_next_decision_and_the_next_rollout_goes_on():
+    """Ta = 2, episodes of 3 and 7 steps: the rollout ends at env 1's 4th decision (step 7), when env 0 has started its
+    5th decision (at an episode start): env 0's last row bootstraps from that decision, not from an episode end."""
+    model, _ = chunk_model(lengths=(3, 7), n_steps=8, horizon=2, n_action_steps=2)
+    collect(model)
+    buffer = model.rollout_buffer
+    assert model.num_timesteps == 2 * 7
+    # env 0's last row (its 4th decision, the 3rd episode's step 3) ended an episode: nothing to bootstrap
+    assert buffer.returns[-1, 0] == pytest.approx(buffer.rewards[-1, 0])
+    # the env's own state for the next rollout: env 0 is one step into an episode, env 1 at an episode's start
+    np.testing.assert_array_equal(model._last_episode_starts, [False, True])
+    # Episodes of 4 and 3 steps: the third row is complete at step 6, when env 1 has also finished a 4th decision (its
+    # episode's step 3, decided at the observation of step 2): env 1's last row bootstraps from that decision's value,
+    # env 0's (also mid-episode) from the value of the current observation, as without chunks
+    model, _ = chunk_model(lengths=(4, 3), n_steps=6, horizon=2, n_action_steps=2)
+    collect(model)
+    buffer = model.rollout_buffer
+    assert model.num_timesteps == 2 * 6
+    with th.no_grad():
+        following, current = model.policy.predict_values(th.tensor([[2 / 3, 0.5], [2 / 4, 0.5]])).flatten().tolist()
+    assert buffer.returns[-1, 1] == pytest.approx(buffer.rewards[-1, 1] + GAMMA**2 * following, rel=1e-5)
+    assert buffer.returns[-1, 0] == pytest.approx(buffer.rewards[-1, 0] + GAMMA**2 * current, rel=1e-5)
+
+
 def test_episode_returns_and_env_steps_are_the_envs_own():
     model, env = chunk_model(n_steps=24)
     model.learn(60)

@@ -408,12 +408,14 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
             values = self.policy.predict_values(
                 obs_as_tensor(new_obs if history is None else history.stacked, self.device)  # type: ignore[arg-type]
             )
-        # Where an env's next decision was already made (it did not make a row), its last row bootstraps from it.
+        # Where an env's next decision was already made (it did not make a row), its last row bootstraps from it
+        # (a copy of dones: it is also _last_episode_starts, the envs' own state for the next rollout).
+        last_dones = dones.copy()
         for env_index, following in enumerate(chunks.next_decisions()):
             if following is not None:
-                values[env_index], dones[env_index] = following
+                values[env_index], last_dones[env_index] = following
 
-        rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
+        rollout_buffer.compute_returns_and_advantage(last_values=values, dones=last_dones)
 
         callback.update_locals(locals())
 
