@@ -65,6 +65,7 @@ def measure(algo: str, env_id: str, k: int, timesteps: int, repeat: int, policy_
         model = PPO("MlpPolicy", env, seed=repeat, device="cpu", **hyperparams)
 
     timers = {"collect_rollouts": 0.0, "train": 0.0}
+    calls = {"collect_rollouts": 0, "train": 0}
 
     def timed(name: str) -> Any:
         method = getattr(model, name)
@@ -75,6 +76,7 @@ def measure(algo: str, env_id: str, k: int, timesteps: int, repeat: int, policy_
                 return method(*args, **kwargs)
             finally:
                 timers[name] += time.perf_counter() - start
+                calls[name] += 1
 
         return wrapper
 
@@ -83,8 +85,9 @@ def measure(algo: str, env_id: str, k: int, timesteps: int, repeat: int, policy_
     start = time.perf_counter()
     model.learn(timesteps)
     seconds = time.perf_counter() - start
-    n_updates = model.num_timesteps // (model.n_steps * model.n_envs)
-    minibatches = n_updates * model.n_epochs * ((model.n_steps * model.n_envs) // model.batch_size)
+    # The buffer's rows: env steps for PPO, decisions for NCDPO (fewer with action chunks: one per n_action_steps)
+    samples = model.rollout_buffer.buffer_size * model.n_envs
+    minibatches = calls["train"] * model.n_epochs * max(samples // model.batch_size, 1)
     return dict(
         algo=algo,
         k=k if algo == "ncdpo" else 0,
