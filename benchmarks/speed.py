@@ -22,6 +22,7 @@ import argparse
 import csv
 import os
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -163,7 +164,7 @@ def main() -> None:
     table = summarise(rows)
     import sb3_ncdpo
 
-    reproduce = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
+    reproduce = "python benchmarks/speed.py " + shlex.join(sys.argv[1:])
     source = Path(sb3_ncdpo.__file__).resolve().parent.parent
     git = subprocess.run(["git", "-C", str(source), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     where = f"sb3_ncdpo from commit {git.stdout.strip() or 'unknown'}"
