@@ -139,14 +139,27 @@ DIFFUSION_KWARGS = (
 )
 
 
-def pretrain_stage(env_id: str, work: Path, bc_steps: int) -> None:
-    """Behaviour cloning of the diffusion and the Gaussian policy (each skipped if its folder is complete)."""
+def chunk_name(chunk: list[int] | None) -> str:
+    """:return: The suffix of a chunked variant's pre-trained folder and label (``""`` without chunks)"""
+    return f"_chunk{chunk[0]}x{chunk[1]}" if chunk else ""
+
+
+def pretrain_stage(env_id: str, work: Path, bc_steps: int, chunk: list[int] | None = None) -> None:
+    """
+    Behaviour cloning of the diffusion and the Gaussian policy (each skipped if its folder is complete); with
+    ``chunk`` (``[horizon, n_action_steps]``), of the diffusion policy with those chunks only (``diffusion_chunk<H>x<A>``).
+    """
     from sb3_ncdpo.pretrain.bc import BCConfig, pretrain
     from sb3_ncdpo.zoo import eval_policy_kwargs, load_hyperparams
 
     gaussian_kwargs = load_hyperparams("ppo_finetune", env_id).get("policy_kwargs", {})
-    for policy, kwargs in (("diffusion", eval_policy_kwargs(DIFFUSION_KWARGS)), ("gaussian", gaussian_kwargs)):
-        out = work / "pretrained" / env_id / policy
+    policies = [("diffusion", eval_policy_kwargs(DIFFUSION_KWARGS)), ("gaussian", gaussian_kwargs)]
+    if chunk:
+        chunked = {**eval_policy_kwargs(DIFFUSION_KWARGS), "horizon": chunk[0], "n_action_steps": chunk[1]}
+        policies = [("diffusion" + chunk_name(chunk), chunked)]
+    for folder_name, kwargs in policies:
+        policy = "gaussian" if folder_name == "gaussian" else "diffusion"
+        out = work / "pretrained" / env_id / folder_name
         if (out / "pretrain.json").exists():
             continue
         # no pretrain.json: the folder is missing or incomplete (written before folders were written atomically)
@@ -156,17 +169,27 @@ def pretrain_stage(env_id: str, work: Path, bc_steps: int) -> None:
 
 
 def finetune_stage(envs: list[str], work: Path, args: argparse.Namespace) -> None:
-    """The fine-tuning runs, through ``sb3-ncdpo compare --pretrained`` (resumes finished runs)."""
-    command = [
-        sys.executable, "-m", "sb3_ncdpo", "compare", "--env", *envs, "--algos", *args.algos,
+    """
+    The fine-tuning runs, through ``sb3-ncdpo compare --pretrained`` (resumes finished runs); with ``--chunk``, one
+    command per algorithm, labelled ``<algo>_chunk<H>x<A>``, from the chunked pre-trained folders.
+    """
+    common = [
+        sys.executable, "-m", "sb3_ncdpo", "compare", "--env", *envs,
         "--seeds", str(args.seeds), "--timesteps", str(args.timesteps), "--eval-freq", str(args.eval_freq),
-        "--n-eval-episodes", str(args.n_eval_episodes), "--threads", "1", "--n-jobs", "1",
-        "--out", _relative(args.out), "--pretrained", _relative(work / "pretrained") + "/{env}/{policy}",
+        "--n-eval-episodes", str(args.n_eval_episodes), "--threads", "1", "--n-jobs", "1", "--out", _relative(args.out),
     ]  # fmt: skip
     if args.ray_address:  # the runs as Ray tasks on that cluster (the pre-trained folders at the same path on every node)
-        command += ["--ray-address", args.ray_address]
-    print(" ".join(command), flush=True)
-    subprocess.run(command, check=False)
+        common += ["--ray-address", args.ray_address]
+    pretrained = _relative(work / "pretrained") + "/{env}/{policy}"
+    commands = [[*common, "--algos", *args.algos, "--pretrained", pretrained]]
+    if args.chunk:
+        suffix = chunk_name(args.chunk)
+        commands = [
+            [*common, "--algos", algo, "--label", algo + suffix, "--pretrained", pretrained + suffix] for algo in args.algos
+        ]
+    for command in commands:
+        print(" ".join(command), flush=True)
+        subprocess.run(command, check=False)
 
 
 def _relative(path: Path) -> str:
@@ -190,8 +213,9 @@ def report(envs: list[str], work: Path, out: Path) -> str:
         with open(table, newline="") as file:
             checkpoints = list(csv.DictReader(file))
         medium = medium_checkpoint(table, args_ratio(out))
-        meta = work / "pretrained" / env_id / "diffusion" / "pretrain.json"
-        demo = json.loads(meta.read_text()) if meta.exists() else {}
+        # The demonstrations' statistics, from a diffusion policy's folder (chunked variants clone the same dataset)
+        metas = sorted((work / "pretrained" / env_id).glob("diffusion*/pretrain.json"))
+        demo = json.loads(metas[0].read_text()) if metas else {}
         cells = [
             env_id,
             f"{float(checkpoints[-1]['return_mean']):.0f} ({checkpoints[-1]['steps']} steps)",
@@ -242,9 +266,19 @@ def main() -> None:
     parser.add_argument("--eval-freq", type=int, default=5_000)
     parser.add_argument("--n-eval-episodes", type=int, default=10)
     parser.add_argument("--ray-address", default="", help="fine-tuning runs on this Ray cluster (compare --ray-address)")
+    parser.add_argument(
+        "--chunk",
+        nargs=2,
+        type=int,
+        metavar=("HORIZON", "N_ACTION_STEPS"),
+        help="clone and fine-tune the diffusion policy with these action chunks (--algos ncdpo and/or dppo), as a "
+        "labelled variant next to the unchunked runs",
+    )
     args = parser.parse_args()
     os.environ.setdefault("MINARI_DATASETS_PATH", str(args.work / "minari"))
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.chunk and (set(args.algos) - {"ncdpo", "dppo"} or args.chunk[1] > args.chunk[0] or min(args.chunk) < 1):
+        parser.error(f"--chunk needs --algos among ncdpo, dppo and 1 <= N_ACTION_STEPS <= HORIZON, got {args.chunk}")
     if set(args.stages) - {"report"}:  # a report alone leaves the recorded settings of the runs as they are
         recorded = {k: v for k, v in vars(args).items() if k not in ("stages", "env", "ray_address")}  # not where it ran
         settings = {k: _relative(v) if isinstance(v, Path) else v for k, v in recorded.items()}
@@ -255,7 +289,7 @@ def main() -> None:
         if "demos" in args.stages:
             demos_stage(env_id, args.work, args.medium_ratio, args.n_demo_episodes)
         if "pretrain" in args.stages:
-            pretrain_stage(env_id, args.work, args.bc_steps)
+            pretrain_stage(env_id, args.work, args.bc_steps, args.chunk)
     if "finetune" in args.stages:
         finetune_stage(args.env, args.work, args)
     if "report" in args.stages:
