@@ -193,9 +193,10 @@ class ChunkRollout:
             decision, i = self._executing[env]  # type: ignore[misc]
             self._finished[env].append((decision.select(i), self._rewards[env].copy()))
             self._executing[env] = None
-        return self._pop_row()
+        return self.pop_row()
 
-    def _pop_row(self) -> Row | None:
+    def pop_row(self) -> Row | None:
+        """:return: A row of finished decisions, one per env, if every env has one waiting"""
         if not all(self._finished):
             return None
         waiting = [self._finished[env].popleft() for env in range(self.n_envs)]
@@ -211,10 +212,6 @@ class ChunkRollout:
             {key: th.cat([part.extras[key] for part in parts]) for key in parts[0].extras},
         )
         return Row(decisions, np.array([reward for _, reward in waiting], dtype=np.float32))
-
-    def pop_row(self) -> Row | None:
-        """:return: A row of decisions that finished earlier, if every env has one waiting"""
-        return self._pop_row()
 
     def next_decisions(self) -> list[tuple[th.Tensor, bool] | None]:
         """
