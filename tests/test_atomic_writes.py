@@ -136,3 +136,17 @@ def test_collect_demos_publishes_a_dataset_whole_or_not_at_all(tmp_path, monkeyp
     dataset = collect_demos(tmp_path / "expert.zip", "ppo", "Pendulum-v1", "test/atomic-v0", n_episodes=1, seed=0)
     assert dataset.total_episodes == 1 and "test/atomic-v0" in minari.list_local_datasets()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["datasets", "expert.zip"]
+
+
+def test_collect_demos_works_with_a_relative_datasets_folder(tmp_path, monkeypatch):
+    import minari
+    from stable_baselines3 import PPO
+
+    from sb3_ncdpo.pretrain.demos import collect_demos
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", "out/minari")
+    PPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=64, seed=0).save(tmp_path / "expert.zip")
+    dataset = collect_demos(tmp_path / "expert.zip", "ppo", "Pendulum-v1", "test/relative-v0", n_episodes=1, seed=0)
+    assert dataset.total_episodes == 1 and "test/relative-v0" in minari.list_local_datasets()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["minari"]  # published there, no staging folder left

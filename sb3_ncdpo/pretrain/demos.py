@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sb3_ncdpo.common.atomic import atomic_file
@@ -91,7 +92,6 @@ def collect_demos(
     """
     import gymnasium as gym
     import minari
-    from gymnasium import spaces
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
     classes = algorithm_classes()
@@ -107,13 +107,32 @@ def collect_demos(
         raise ValueError(f"dataset {dataset_id!r} already exists locally: choose another id or delete it (minari delete)")
 
     model = classes[algo].load(str(model_path), device="cpu")
-    collector = minari.DataCollector(gym.make(env_id, **(env_kwargs or {})), record_infos=False)
-    venv: Any = DummyVecEnv([lambda: collector])
-    stats = Path(vecnormalize) if vecnormalize is not None else find_vecnormalize(model_path, env_id)
-    if stats is not None:
-        venv = VecNormalize.load(str(stats), venv)
-        venv.training, venv.norm_reward = False, False
-    action_space = collector.action_space
+    # the collector's files live in the staging folder from the start: a kill or an error leaves no dataset behind
+    with staged_dataset(dataset_id):
+        collector = minari.DataCollector(gym.make(env_id, **(env_kwargs or {})), record_infos=False)
+        venv: Any = DummyVecEnv([lambda: collector])
+        try:
+            stats = Path(vecnormalize) if vecnormalize is not None else find_vecnormalize(model_path, env_id)
+            if stats is not None:
+                venv = VecNormalize.load(str(stats), venv)
+                venv.training, venv.norm_reward = False, False
+            _play(model, venv, collector.action_space, n_episodes, deterministic, action_noise, seed)
+            noisy = action_noise > 0
+            noise_text = f" with Gaussian action noise {action_noise} (half-range units)" if noisy else ""
+            collector.create_dataset(
+                dataset_id=dataset_id,
+                algorithm_name=f"{algo} ({'deterministic' if deterministic else 'stochastic'}){noise_text}",
+                description=description or f"{n_episodes} episodes of {model_path} on {env_id}{noise_text}",
+            )
+        finally:
+            venv.close()  # the collector's temporary files go before the staging folder does
+    return minari.load_dataset(dataset_id)
+
+
+def _play(
+    model: Any, venv: Any, action_space: spaces.Space, n_episodes: int, deterministic: bool, action_noise: float, seed: int
+) -> None:
+    """Step ``venv`` (one env, the collector inside) with ``model``'s actions until ``n_episodes`` episodes ended."""
     noisy = action_noise > 0
     if noisy and not isinstance(action_space, spaces.Box):
         raise ValueError(f"action_noise needs a Box action space, got {action_space}")
@@ -126,22 +145,12 @@ def collect_demos(
         if noisy:
             assert isinstance(action_space, spaces.Box)
             half_range = (action_space.high - action_space.low) / 2
-            action = np.clip(
-                action + rng.normal(0.0, action_noise, size=action.shape) * half_range, action_space.low, action_space.high
-            )
+            noise = rng.normal(0.0, action_noise, size=action.shape) * half_range
+            action = np.clip(action + noise, action_space.low, action_space.high)
         if isinstance(action_space, spaces.Box):
             action = action.astype(action_space.dtype)  # Minari checks that the action is in the space, dtype included
         obs, _, dones, _ = venv.step(action)
         done_episodes += int(dones[0])
-    noise_text = f" with Gaussian action noise {action_noise} (half-range units)" if noisy else ""
-    with staged_dataset(dataset_id):
-        collector.create_dataset(
-            dataset_id=dataset_id,
-            algorithm_name=f"{algo} ({'deterministic' if deterministic else 'stochastic'}){noise_text}",
-            description=description or f"{n_episodes} episodes of {model_path} on {env_id}{noise_text}",
-        )
-    venv.close()
-    return minari.load_dataset(dataset_id)
 
 
 @contextlib.contextmanager
@@ -156,7 +165,8 @@ def staged_dataset(dataset_id: str) -> Iterator[None]:
     """
     import minari.storage.datasets_root_dir as datasets_root_dir
 
-    root = datasets_root_dir.get_dataset_path()
+    # absolute: Minari's collector joins a relative datasets folder onto itself (a relative MINARI_DATASETS_PATH fails)
+    root = datasets_root_dir.get_dataset_path().resolve()
     previous = os.environ.get("MINARI_DATASETS_PATH")
     with tempfile.TemporaryDirectory(prefix=".sb3-ncdpo-staging-", dir=root.parent) as staging:
         os.environ["MINARI_DATASETS_PATH"] = staging
@@ -214,8 +224,6 @@ def dataset_transitions(dataset: Any) -> Transitions:
     :param dataset: A ``minari.MinariDataset`` with ``Box`` observations
     :return: Its transitions (each episode's last observation, which has no action, is left out)
     """
-    from gymnasium import spaces
-
     if not isinstance(dataset.observation_space, spaces.Box):
         raise ValueError(f"only Box observations are supported, got {dataset.observation_space}")
     observations, actions, episode_ids, returns = [], [], [], []
