@@ -10,11 +10,12 @@ model acts through. "Medium"-quality data comes from a partially trained checkpo
 
 import argparse
 import contextlib
+import importlib
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,13 @@ def collect_demos(
     seed: int = 0,
     env_kwargs: dict[str, Any] | None = None,
     description: str | None = None,
+    noisy_fraction: float = 0.0,
+    noisy_action_noise: float = 0.0,
+    max_episode_steps: int | None = None,
 ) -> Any:
     """
-    Record ``n_episodes`` episodes of a saved model into a new local Minari dataset.
+    Record ``n_episodes`` episodes of a saved model into a new local Minari dataset (:func:`collect_policy_demos`
+    with the model's actions, through its saved observation normalisation).
 
     :param model_path: Saved model (``.zip``)
     :param algo: Its algorithm, by rl-zoo3 name (``ppo``, ``sac``, ``ncdpo``, ...)
@@ -85,72 +90,242 @@ def collect_demos(
     :param deterministic: Query the model's deterministic action (before the noise)
     :param vecnormalize: The model's saved ``VecNormalize`` statistics; ``None`` looks next to the model
         (:func:`find_vecnormalize`)
-    :param seed: Seed of the first reset and of the action noise
+    :param seed: Seed of the episodes' resets and of the action noise
     :param env_kwargs: Keyword arguments of ``gymnasium.make``
     :param description: Dataset description (a default names the model and the noise)
+    :param noisy_fraction: Share of the episodes played with ``noisy_action_noise`` instead of ``action_noise``
+    :param noisy_action_noise: Noise std of those episodes
+    :param max_episode_steps: Episode cap (``gymnasium.make``'s); ``None``: the env's own
     :return: The ``minari.MinariDataset``
     """
     import gymnasium as gym
-    import minari
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
     classes = algorithm_classes()
     if algo not in classes:
         raise ValueError(f"algo must be one of {sorted(classes)}, got {algo!r}")
-    if n_episodes < 1:
-        raise ValueError(f"n_episodes must be an int >= 1, got {n_episodes!r}")
-    if action_noise < 0:
-        raise ValueError(f"action_noise must be >= 0, got {action_noise!r}")
     if not Path(model_path).is_file():
         raise ValueError(f"model file {str(model_path)!r} does not exist")
+    model = classes[algo].load(str(model_path), device="cpu")
+    model.set_random_seed(seed)  # sampled (--stochastic) actions too: the same arguments make the same dataset
+    stats = Path(vecnormalize) if vecnormalize is not None else find_vecnormalize(model_path, env_id)
+    # the statistics only: normalize_obs reads them, the env they are loaded onto is never stepped
+    normalizer = VecNormalize.load(str(stats), DummyVecEnv([lambda: gym.make(env_id)])) if stats is not None else None
+    name = f"{algo} ({'deterministic' if deterministic else 'stochastic'})"
+    return collect_policy_demos(
+        ModelPolicy(model, normalizer, deterministic),
+        env_id,
+        dataset_id,
+        n_episodes,
+        action_noise=action_noise,
+        noisy_fraction=noisy_fraction,
+        noisy_action_noise=noisy_action_noise,
+        max_episode_steps=max_episode_steps,
+        seed=seed,
+        env_kwargs=env_kwargs,
+        algorithm_name=name,
+        description=description or f"{n_episodes} episodes of {model_path} on {env_id}",
+    )
+
+
+class ModelPolicy:
+    """
+    A saved SB3 model as a demonstration policy: one raw observation in, one action out, through the model's
+    observation normalisation; :meth:`reset` starts an episode (a chunked diffusion policy's action queue restarts).
+
+    :param model: The model
+    :param normalizer: Its ``VecNormalize`` statistics, ``None`` if it acts on raw observations
+    :param deterministic: Query the model's deterministic action
+    """
+
+    def __init__(self, model: BaseAlgorithm, normalizer: Any, deterministic: bool) -> None:
+        self.model, self.normalizer, self.deterministic = model, normalizer, deterministic
+        self.episode_start = True
+
+    def reset(self) -> None:
+        """The next observation is an episode's first."""
+        self.episode_start = True
+
+    def __call__(self, observation: np.ndarray) -> np.ndarray:
+        if self.normalizer is not None:
+            observation = self.normalizer.normalize_obs(observation)
+        start = np.array([self.episode_start])
+        self.episode_start = False
+        action, _ = self.model.predict(observation, deterministic=self.deterministic, episode_start=start)
+        return action
+
+
+def load_policy(spec: str) -> Callable[[np.ndarray], Any]:
+    """
+    :param spec: ``module:attribute``: a callable mapping one observation to one action, a class of them (built
+        with no arguments), or an object with a ``get_action(observation)`` method, as Meta-World's scripted
+        policies (``metaworld.policies:SawyerPushV3Policy``)
+    :return: The policy, as a callable
+    :raises ValueError: if ``spec`` does not name such an object
+    """
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"policy must be 'module:attribute', got {spec!r}")
+    try:
+        target = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"policy {spec!r} cannot be imported: {error}") from error
+    if isinstance(target, type):
+        target = target()
+    if callable(getattr(target, "get_action", None)):
+        return GetActionPolicy(target)
+    if not callable(target):
+        raise ValueError(f"policy {spec!r} is neither callable nor has a get_action method")
+    return target
+
+
+class GetActionPolicy:
+    """
+    A policy with Meta-World's interface (``get_action(observation)``) as a callable, its ``reset`` kept.
+
+    :param policy: The policy
+    """
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+
+    def reset(self) -> None:
+        """Start an episode: the policy's own ``reset``, where it has one."""
+        if callable(getattr(self.policy, "reset", None)):
+            self.policy.reset()
+
+    def __call__(self, observation: np.ndarray) -> Any:
+        return self.policy.get_action(observation)
+
+
+def collect_policy_demos(
+    policy: Callable[[np.ndarray], Any],
+    env_id: str,
+    dataset_id: str,
+    n_episodes: int,
+    *,
+    action_noise: float = 0.0,
+    noisy_fraction: float = 0.0,
+    noisy_action_noise: float = 0.0,
+    max_episode_steps: int | None = None,
+    seed: int = 0,
+    env_kwargs: dict[str, Any] | None = None,
+    algorithm_name: str = "policy",
+    description: str | None = None,
+) -> Any:
+    """
+    Record ``n_episodes`` episodes of any policy (a scripted expert, a controller, a wrapped model) into a new local
+    Minari dataset, with its quality set by Gaussian action noise: ``action_noise`` on most episodes, and
+    ``noisy_action_noise`` on ``round(noisy_fraction * n_episodes)`` of them, drawn at random. Observations and actions
+    are the raw env's (actions clipped to the ``Box``, as the env received them). Where the env reports success
+    (``info["is_success"]``, SB3's key, or ``info["success"]``, Meta-World's), every step's flag is stored as the
+    dataset's ``infos["success"]``. Episode ``i`` starts from ``reset(seed=s_i)``, ``s`` drawn from
+    ``numpy.random.SeedSequence(seed)``: the same arguments make the same dataset.
+
+    :param policy: One observation in, one action out; its ``reset()``, if it has one, is called at each episode's
+        start
+    :param env_id: Gymnasium environment id
+    :param dataset_id: Id of the new dataset (Minari's syntax: ``(namespace/)(env_name/)name-v<version>``)
+    :param n_episodes: Number of complete episodes to record
+    :param action_noise: Std of the Gaussian noise added to each action, in units of half the action range
+        (``Box`` actions only); 0 for none
+    :param noisy_fraction: Share of the episodes played with ``noisy_action_noise`` instead, in [0, 1]
+    :param noisy_action_noise: Noise std of those episodes
+    :param max_episode_steps: Episode cap (``gymnasium.make``'s); ``None``: the env's own
+    :param seed: Seed of the episodes' resets, of the noise and of the choice of the noisy episodes
+    :param env_kwargs: Keyword arguments of ``gymnasium.make``
+    :param algorithm_name: What made the data (the dataset's ``algorithm_name``, with the noise added)
+    :param description: Dataset description (a default names the env and the noise)
+    :return: The ``minari.MinariDataset``
+    """
+    import gymnasium as gym
+    import minari
+
+    if not callable(policy):
+        raise ValueError(f"policy must be callable (one observation -> one action), got {policy!r}")
+    if n_episodes < 1:
+        raise ValueError(f"n_episodes must be an int >= 1, got {n_episodes!r}")
+    for name, value in (("action_noise", action_noise), ("noisy_action_noise", noisy_action_noise)):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value!r}")
+    if not 0 <= noisy_fraction <= 1:
+        raise ValueError(f"noisy_fraction must be in [0, 1], got {noisy_fraction!r}")
+    if max_episode_steps is not None and max_episode_steps < 1:
+        raise ValueError(f"max_episode_steps must be an int >= 1 or None, got {max_episode_steps!r}")
     if dataset_id in minari.list_local_datasets():
         raise ValueError(f"dataset {dataset_id!r} already exists locally: choose another id or delete it (minari delete)")
-
-    model = classes[algo].load(str(model_path), device="cpu")
+    make_kwargs = dict(env_kwargs or {}, **({"max_episode_steps": max_episode_steps} if max_episode_steps else {}))
+    rng = np.random.default_rng(seed)
+    noisy = np.zeros(n_episodes, dtype=bool)
+    noisy[rng.choice(n_episodes, size=round(noisy_fraction * n_episodes), replace=False)] = True
+    probe = gym.make(env_id, **make_kwargs)
+    if (action_noise > 0 or (noisy.any() and noisy_action_noise > 0)) and not isinstance(probe.action_space, spaces.Box):
+        raise ValueError(f"action noise needs a Box action space, {env_id} has {probe.action_space}")
+    try:  # Minari stores the env's spec with the dataset, after the episodes: refuse what it cannot store before them
+        assert probe.spec is not None  # made by gymnasium.make
+        probe.spec.to_json()
+    except ValueError as error:
+        raise ValueError(f"env {env_id!r} cannot be stored in a Minari dataset: {error}") from error
+    success = reports_success(probe)
+    probe.close()
+    noise_text = f" with Gaussian action noise {action_noise} (half-range units)" if action_noise > 0 else ""
+    if noisy.any():
+        noise_text += f", {noisy.sum()} of {n_episodes} episodes with noise {noisy_action_noise}"
+    episode_seeds = np.random.SeedSequence(seed).generate_state(n_episodes)
     # the collector's files live in the staging folder from the start: a kill or an error leaves no dataset behind
     with staged_dataset(dataset_id):
-        collector = minari.DataCollector(gym.make(env_id, **(env_kwargs or {})), record_infos=False)
-        venv: Any = DummyVecEnv([lambda: collector])
+        step_data = success_step_data() if success else minari.StepDataCallback
+        collector = minari.DataCollector(gym.make(env_id, **make_kwargs), step_data_callback=step_data, record_infos=success)
         try:
-            stats = Path(vecnormalize) if vecnormalize is not None else find_vecnormalize(model_path, env_id)
-            if stats is not None:
-                venv = VecNormalize.load(str(stats), venv)
-                venv.training, venv.norm_reward = False, False
-            _play(model, venv, collector.action_space, n_episodes, deterministic, action_noise, seed)
-            noisy = action_noise > 0
-            noise_text = f" with Gaussian action noise {action_noise} (half-range units)" if noisy else ""
+            for episode in range(n_episodes):
+                std = noisy_action_noise if noisy[episode] else action_noise
+                _play_episode(policy, collector, int(episode_seeds[episode]), std, rng)
             collector.create_dataset(
                 dataset_id=dataset_id,
-                algorithm_name=f"{algo} ({'deterministic' if deterministic else 'stochastic'}){noise_text}",
-                description=description or f"{n_episodes} episodes of {model_path} on {env_id}{noise_text}",
+                algorithm_name=algorithm_name + noise_text,
+                description=description or f"{n_episodes} episodes of {algorithm_name} on {env_id}{noise_text}",
             )
         finally:
-            venv.close()  # the collector's temporary files go before the staging folder does
+            collector.close()  # its temporary files go before the staging folder does
     return minari.load_dataset(dataset_id)
 
 
-def _play(
-    model: Any, venv: Any, action_space: spaces.Space, n_episodes: int, deterministic: bool, action_noise: float, seed: int
-) -> None:
-    """Step ``venv`` (one env, the collector inside) with ``model``'s actions until ``n_episodes`` episodes ended."""
-    noisy = action_noise > 0
-    if noisy and not isinstance(action_space, spaces.Box):
-        raise ValueError(f"action_noise needs a Box action space, got {action_space}")
-    rng = np.random.default_rng(seed)
-    venv.seed(seed)
-    obs = venv.reset()
-    done_episodes = 0
-    while done_episodes < n_episodes:
-        action, _ = model.predict(obs, deterministic=deterministic)
-        if noisy:
-            assert isinstance(action_space, spaces.Box)
-            half_range = (action_space.high - action_space.low) / 2
-            noise = rng.normal(0.0, action_noise, size=action.shape) * half_range
-            action = np.clip(action + noise, action_space.low, action_space.high)
-        if isinstance(action_space, spaces.Box):
-            action = action.astype(action_space.dtype)  # Minari checks that the action is in the space, dtype included
-        obs, _, dones, _ = venv.step(action)
-        done_episodes += int(dones[0])
+def reports_success(env: Any) -> bool:
+    """:return: Whether ``env``'s step info has a success flag (``is_success`` or ``success``), tried on one step"""
+    env.reset(seed=0)
+    return bool({"is_success", "success"} & set(env.step(env.action_space.sample())[-1]))
+
+
+def success_step_data() -> type:
+    """:return: Minari's step data callback with each step's info reduced to its success flag (``False`` at a reset)"""
+    import minari
+
+    class SuccessStepData(minari.StepDataCallback):
+        def __call__(self, env: Any, **kwargs: Any) -> Any:
+            step_data = super().__call__(env, **kwargs)
+            info = step_data["info"]
+            step_data["info"] = {"success": bool(info.get("is_success", info.get("success", False)))}
+            return step_data
+
+    return SuccessStepData
+
+
+def _play_episode(policy: Callable[[np.ndarray], Any], env: Any, seed: int, std: float, rng: np.random.Generator) -> None:
+    """Play one episode of ``policy`` on ``env`` (the collector) with Gaussian action noise of ``std``."""
+    if callable(getattr(policy, "reset", None)):
+        policy.reset()  # type: ignore[attr-defined]
+    space = env.action_space
+    observation, _ = env.reset(seed=seed)
+    done = False
+    while not done:
+        action = np.asarray(policy(observation))
+        if std > 0:
+            half_range = (space.high - space.low) / 2
+            action = np.clip(action + rng.normal(0.0, std, size=action.shape) * half_range, space.low, space.high)
+        if isinstance(space, spaces.Box):
+            action = action.astype(space.dtype)  # Minari checks that the action is in the space, dtype included
+        observation, _, terminated, truncated, _ = env.step(action)
+        done = terminated or truncated
 
 
 @contextlib.contextmanager
@@ -211,12 +386,15 @@ class Transitions:
     :param actions: Actions as the environment received them, ``(n, *action_shape)``
     :param episode_ids: Episode index of each transition, ``(n,)``
     :param episode_returns: Undiscounted return of each episode
+    :param episode_successes: Whether each episode succeeded (at any step), where the dataset stores success flags
+        (``infos["success"]``, :func:`collect_policy_demos`); ``None`` where it does not
     """
 
     observations: np.ndarray
     actions: np.ndarray
     episode_ids: np.ndarray
     episode_returns: np.ndarray
+    episode_successes: np.ndarray | None = None
 
 
 def dataset_transitions(dataset: Any) -> Transitions:
@@ -226,27 +404,44 @@ def dataset_transitions(dataset: Any) -> Transitions:
     """
     if not isinstance(dataset.observation_space, spaces.Box):
         raise ValueError(f"only Box observations are supported, got {dataset.observation_space}")
-    observations, actions, episode_ids, returns = [], [], [], []
+    observations, actions, episode_ids, returns, successes = [], [], [], [], []
     for index, episode in enumerate(dataset.iterate_episodes()):
         n_steps = len(episode.actions)
         observations.append(np.asarray(episode.observations[:n_steps], dtype=np.float32))
         actions.append(np.asarray(episode.actions, dtype=np.float32))
         episode_ids.append(np.full(n_steps, index))
         returns.append(float(np.sum(episode.rewards)))
+        if "success" in episode.infos:
+            successes.append(bool(np.any(episode.infos["success"])))
     if not observations:
         raise ValueError("the dataset has no episode")
-    return Transitions(np.concatenate(observations), np.concatenate(actions), np.concatenate(episode_ids), np.array(returns))
+    return Transitions(
+        np.concatenate(observations),
+        np.concatenate(actions),
+        np.concatenate(episode_ids),
+        np.array(returns),
+        np.array(successes) if successes else None,
+    )
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Parse and validate ``collect-demos``'s command line."""
     parser = argparse.ArgumentParser(prog="sb3-ncdpo collect-demos", description=__doc__)
-    parser.add_argument("--algo", required=True, help="algorithm of the model (rl-zoo3 name: ppo, sac, ncdpo, ...)")
-    parser.add_argument("--model", required=True, help="saved model (.zip), e.g. logs/ppo/Hopper-v5_1/Hopper-v5.zip")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="saved model (.zip), e.g. logs/ppo/Hopper-v5_1/Hopper-v5.zip (with --algo)")
+    source.add_argument(
+        "--policy",
+        help="an importable policy, module:attribute: a callable observation -> action, a class of them, or an object "
+        "with get_action (e.g. metaworld.policies:SawyerPushV3Policy)",
+    )
+    parser.add_argument("--algo", help="algorithm of --model (rl-zoo3 name: ppo, sac, ncdpo, ...)")
     parser.add_argument("--env", required=True, help="environment id")
     parser.add_argument("--dataset-id", required=True, help="id of the new local Minari dataset, e.g. hopper/medium-v0")
     parser.add_argument("--n-episodes", type=int, default=10)
     parser.add_argument("--action-noise", type=float, default=0.0, help="Gaussian action noise std (half-range units)")
+    parser.add_argument("--noisy-fraction", type=float, default=0.0, help="share of episodes with --noisy-action-noise")
+    parser.add_argument("--noisy-action-noise", type=float, default=0.0, help="noise std of those episodes")
+    parser.add_argument("--max-episode-steps", type=int, help="episode cap (default: the env's own)")
     parser.add_argument("--stochastic", action="store_true", help="sample the model's actions instead of its mode")
     parser.add_argument("--vecnormalize", help="the model's vecnormalize.pkl (default: found next to the model)")
     parser.add_argument("--seed", type=int, default=0)
@@ -254,13 +449,29 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.n_episodes < 1:
         parser.error(f"--n-episodes must be an int >= 1, got {args.n_episodes}")
-    if args.action_noise < 0:
-        parser.error(f"--action-noise must be >= 0, got {args.action_noise}")
+    for flag in ("action_noise", "noisy_action_noise"):
+        if getattr(args, flag) < 0:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
+    if not 0 <= args.noisy_fraction <= 1:
+        parser.error(f"--noisy-fraction must be in [0, 1], got {args.noisy_fraction}")
+    if args.max_episode_steps is not None and args.max_episode_steps < 1:
+        parser.error(f"--max-episode-steps must be an int >= 1, got {args.max_episode_steps}")
+    if args.policy is not None:
+        for flag in ("algo", "vecnormalize"):
+            if getattr(args, flag) is not None:
+                parser.error(f"--{flag} goes with --model, not --policy")
+        if args.stochastic:
+            parser.error("--stochastic goes with --model, not --policy")
+        try:
+            args.policy_fn = load_policy(args.policy)
+        except ValueError as error:
+            parser.error(f"--{error}")
+        return args
     if not Path(args.model).is_file():
         parser.error(f"--model {args.model}: no such file")
     classes = algorithm_classes()
     if args.algo not in classes:
-        parser.error(f"--algo must be one of {sorted(classes)}, got {args.algo!r}")
+        parser.error(f"--algo must be one of {sorted(classes)} with --model, got {args.algo!r}")
     return args
 
 
@@ -269,20 +480,37 @@ def main(argv: Sequence[str] | None = None) -> None:
     :param argv: Arguments after ``collect-demos`` (``sys.argv[1:]`` by default)
     """
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    dataset = collect_demos(
-        args.model,
-        args.algo,
-        args.env,
-        args.dataset_id,
-        args.n_episodes,
+    quality = dict(
         action_noise=args.action_noise,
-        deterministic=not args.stochastic,
-        vecnormalize=args.vecnormalize,
+        noisy_fraction=args.noisy_fraction,
+        noisy_action_noise=args.noisy_action_noise,
+        max_episode_steps=args.max_episode_steps,
         seed=args.seed,
         env_kwargs=eval_policy_kwargs(args.env_kwargs),
     )
-    returns = dataset_transitions(dataset).episode_returns
+    if args.policy is not None:
+        try:
+            policy = load_policy(args.policy)
+        except ValueError as error:
+            raise SystemExit(f"sb3-ncdpo collect-demos: error: --{error}") from error
+        dataset = collect_policy_demos(
+            policy, args.env, args.dataset_id, args.n_episodes, algorithm_name=args.policy, **quality
+        )
+    else:
+        dataset = collect_demos(
+            args.model,
+            args.algo,
+            args.env,
+            args.dataset_id,
+            args.n_episodes,
+            deterministic=not args.stochastic,
+            vecnormalize=args.vecnormalize,
+            **quality,
+        )
+    transitions = dataset_transitions(dataset)
+    returns = transitions.episode_returns
+    success = "" if transitions.episode_successes is None else f", success {transitions.episode_successes.mean():.0%}"
     print(
         f"dataset {args.dataset_id}: {dataset.total_episodes} episodes, {dataset.total_steps} steps, "
-        f"return {returns.mean():.1f} +- {returns.std():.1f} (min {returns.min():.1f}, max {returns.max():.1f})"
+        f"return {returns.mean():.1f} +- {returns.std():.1f} (min {returns.min():.1f}, max {returns.max():.1f}){success}"
     )
