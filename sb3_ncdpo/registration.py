@@ -1,16 +1,21 @@
 """
-Gymnasium ids of the multi-agent tasks, so that rl-zoo3 (``sb3-ncdpo train``) and ``sb3-ncdpo compare`` can name them.
+Gymnasium ids of the multi-agent tasks and of Meta-World's manipulation tasks, so that rl-zoo3 (``sb3-ncdpo train``)
+and ``sb3-ncdpo compare`` can name them. Registering costs nothing: each env's package is imported only when one of its
+envs is made.
+
+Meta-World: ``sb3_ncdpo/metaworld-<task>-v3`` (Meta-World's dense reward) and ``sb3_ncdpo/metaworld-<task>-sparse-v3``
+(1 on a success step, else 0) for each of its tasks, made by :func:`sb3_ncdpo.metaworld_envs.make_task`.
 
 rl-zoo3 only builds envs from registered gym ids (``gym.spec(env_id)`` then SB3's ``make_vec_env``) and applies the
 YAML entry's ``vec_env_wrapper`` afterwards. A multi-agent id therefore makes a placeholder gym env (one agent's
 spaces, no dynamics) that carries the task's settings; the entry's ``vec_env_wrapper:
 sb3_ncdpo.multiagent.parameter_sharing`` replaces the placeholders by the PettingZoo env as an SB3 vec env (SuperSuit,
-one sub-env per agent). Registering costs nothing: PettingZoo is imported only when such an env is made.
+one sub-env per agent).
 """
 
 import gymnasium as gym
 
-#: Namespace of the registered multi-agent ids.
+#: Namespace of the registered ids.
 NAMESPACE = "sb3_ncdpo"
 #: Suffix of the id whose observations are ``{"obs": agent's observation, "state": global state}``.
 STATE_SUFFIX = "-state"
@@ -28,6 +33,74 @@ FOOTBALL_TASKS = {
     "academy_3_vs_1_with_keeper": 3,
     "academy_counterattack_easy": 4,
 }
+
+#: Meta-World 3.1.1's tasks (``metaworld.ALL_V3_ENVIRONMENTS``, listed here so that registering imports nothing; a test
+#: keeps the two equal).
+METAWORLD_TASKS = (
+    "assembly-v3",
+    "basketball-v3",
+    "bin-picking-v3",
+    "box-close-v3",
+    "button-press-topdown-v3",
+    "button-press-topdown-wall-v3",
+    "button-press-v3",
+    "button-press-wall-v3",
+    "coffee-button-v3",
+    "coffee-pull-v3",
+    "coffee-push-v3",
+    "dial-turn-v3",
+    "disassemble-v3",
+    "door-close-v3",
+    "door-lock-v3",
+    "door-open-v3",
+    "door-unlock-v3",
+    "hand-insert-v3",
+    "drawer-close-v3",
+    "drawer-open-v3",
+    "faucet-open-v3",
+    "faucet-close-v3",
+    "hammer-v3",
+    "handle-press-side-v3",
+    "handle-press-v3",
+    "handle-pull-side-v3",
+    "handle-pull-v3",
+    "lever-pull-v3",
+    "pick-place-wall-v3",
+    "pick-out-of-hole-v3",
+    "pick-place-v3",
+    "plate-slide-v3",
+    "plate-slide-side-v3",
+    "plate-slide-back-v3",
+    "plate-slide-back-side-v3",
+    "peg-insert-side-v3",
+    "peg-unplug-side-v3",
+    "soccer-v3",
+    "stick-push-v3",
+    "stick-pull-v3",
+    "push-v3",
+    "push-wall-v3",
+    "push-back-v3",
+    "reach-v3",
+    "reach-wall-v3",
+    "shelf-place-v3",
+    "sweep-into-v3",
+    "sweep-v3",
+    "window-open-v3",
+    "window-close-v3",
+)
+#: Entry point of the Meta-World ids.
+METAWORLD_ENTRY_POINT = "sb3_ncdpo.metaworld_envs:make_task"
+#: Episode cap of the Meta-World ids: Meta-World's ``max_path_length``, the most its envs allow.
+METAWORLD_MAX_EPISODE_STEPS = 500
+
+
+def metaworld_id(task: str, sparse: bool = False) -> str:
+    """
+    :param task: Meta-World's task name (``"push-v3"``)
+    :param sparse: The id of the success-only reward
+    :return: The gym id of the task (``sb3_ncdpo/metaworld-push-v3``, ``sb3_ncdpo/metaworld-push-sparse-v3``)
+    """
+    return f"{NAMESPACE}/metaworld-{task.removesuffix('-v3')}{'-sparse' if sparse else ''}-v3"
 
 
 def register_parallel_env(name: str, parallel_env: str, env_kwargs: dict | None = None) -> tuple[str, str]:
@@ -53,11 +126,20 @@ def register_parallel_env(name: str, parallel_env: str, env_kwargs: dict | None 
 
 
 def register_tasks() -> None:
-    """Register every task of :data:`TASKS` and :data:`FOOTBALL_TASKS` (idempotent)."""
+    """Register every task of :data:`TASKS`, :data:`FOOTBALL_TASKS` and :data:`METAWORLD_TASKS` (idempotent)."""
     for name, parallel_env in TASKS.items():
         register_parallel_env(name, parallel_env)
     for scenario, n_players in FOOTBALL_TASKS.items():
         register_parallel_env(scenario, "sb3_ncdpo.football:parallel_env", dict(scenario=scenario, n_players=n_players))
+    for task in METAWORLD_TASKS:
+        for sparse in (False, True):
+            if metaworld_id(task, sparse) not in gym.registry:
+                gym.register(
+                    metaworld_id(task, sparse),
+                    entry_point=METAWORLD_ENTRY_POINT,
+                    kwargs={"task": task, "sparse": sparse},
+                    max_episode_steps=METAWORLD_MAX_EPISODE_STEPS,
+                )
 
 
 def is_multiagent(env_id: str) -> bool:

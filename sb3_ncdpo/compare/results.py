@@ -16,7 +16,19 @@ from sb3_ncdpo.common.atomic import atomic_file
 
 #: Algorithms that ``compare`` can run, by name; each needs a packaged ``hyperparams/<name>.yml``.
 COMPARED = ("ncdpo", "dppo", "ppo")
-FIELDS = ["algo", "env", "seed", "timesteps", "eval_return_mean", "eval_return_std", "wall_time_s", "fps", "peak_rss_mb"]
+#: The columns of a run's evaluations; ``eval_success_rate`` is empty where the env reports no success (``is_success``)
+FIELDS = [
+    "algo",
+    "env",
+    "seed",
+    "timesteps",
+    "eval_return_mean",
+    "eval_return_std",
+    "eval_success_rate",
+    "wall_time_s",
+    "fps",
+    "peak_rss_mb",
+]
 
 
 @dataclass(frozen=True)
@@ -130,13 +142,15 @@ def load_rows(out: Path, specs: Iterable[RunSpec] | None = None) -> list[dict[st
     """
     :param out: Output directory of the comparison
     :param specs: Read only these runs (those of them finished with the same settings); ``None``: every finished run
-    :return: The evaluation rows of the finished runs in ``out``, typed
+    :return: The evaluation rows of the finished runs in ``out``, typed (``eval_success_rate``: ``None`` where empty)
     """
     rows = []
     for spec in finished_specs(out, specs).values():
         with open(out / "runs" / f"{spec.name}.csv", newline="") as file:
             for row in csv.DictReader(file):
-                typed: dict[str, Any] = {k: float(v) for k, v in row.items() if k not in ("algo", "env")}
+                typed: dict[str, Any] = {k: float(v) for k, v in row.items() if k not in ("algo", "env", "eval_success_rate")}
                 typed.update(algo=row["algo"], env=row["env"], seed=int(row["seed"]), timesteps=int(row["timesteps"]))
+                success = row.get("eval_success_rate") or ""  # files written before the column, or no success reported
+                typed["eval_success_rate"] = float(success) if success else None
                 rows.append(typed)
     return rows

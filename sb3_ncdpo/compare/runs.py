@@ -180,7 +180,7 @@ def train_run(spec: RunSpec, progress_bar: bool = False) -> list[dict[str, Any]]
     rows: list[dict[str, Any]] = []
     clock = {"start": 0.0, "eval": 0.0}
 
-    def record(timesteps: int, mean: float, std: float) -> None:
+    def record(timesteps: int, mean: float, std: float, successes: list[bool]) -> None:
         train_seconds = time.perf_counter() - clock["start"] - clock["eval"]
         rows.append(
             dict(
@@ -190,6 +190,7 @@ def train_run(spec: RunSpec, progress_bar: bool = False) -> list[dict[str, Any]]
                 timesteps=timesteps,
                 eval_return_mean=round(float(mean), 4),
                 eval_return_std=round(float(std), 4),
+                eval_success_rate=round(float(np.mean(successes)), 4) if successes else None,
                 wall_time_s=round(train_seconds, 3),
                 fps=round(timesteps / max(train_seconds, 1e-9), 1),
                 peak_rss_mb=round(_peak_rss_mb(), 1),
@@ -204,15 +205,26 @@ def train_run(spec: RunSpec, progress_bar: bool = False) -> list[dict[str, Any]]
             keep_going = super()._on_step()
             clock["eval"] += time.perf_counter() - start
             if len(self.evaluations_results) > n_before:
-                record(self.num_timesteps, self.last_mean_reward, float(np.std(self.evaluations_results[-1])))
+                # SB3 keeps an evaluation's successes only where the env reports them (info["is_success"])
+                reported = len(self.evaluations_successes) == len(self.evaluations_results)
+                successes = self.evaluations_successes[-1] if reported else []
+                record(self.num_timesteps, self.last_mean_reward, float(np.std(self.evaluations_results[-1])), successes)
             return keep_going
 
     def evaluate_now() -> None:
         start = time.perf_counter()
         sync_envs_normalization(model.get_env(), eval_env)
-        mean, std = evaluate_policy(model, eval_env, n_eval_episodes=spec.n_eval_episodes, deterministic=True)
+        successes: list[bool] = []
+
+        def log_success(locals_: dict[str, Any], globals_: dict[str, Any]) -> None:
+            if locals_["done"] and "is_success" in locals_["info"]:  # as EvalCallback records them
+                successes.append(bool(locals_["info"]["is_success"]))
+
+        mean, std = evaluate_policy(
+            model, eval_env, n_eval_episodes=spec.n_eval_episodes, deterministic=True, callback=log_success
+        )
         clock["eval"] += time.perf_counter() - start
-        record(model.num_timesteps, float(mean), float(std))  # type: ignore[arg-type]
+        record(model.num_timesteps, float(mean), float(std), successes)  # type: ignore[arg-type]
 
     n_envs = model.get_env().num_envs
     clock["start"] = time.perf_counter()

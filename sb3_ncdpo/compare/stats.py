@@ -82,15 +82,19 @@ def summary_table(rows: list[dict[str, Any]], metric: str = "iqm") -> str:
     """
     :param rows: Evaluation rows of finished runs
     :param metric: ``"iqm"`` or ``"mean"``
-    :return: A markdown table: final return (metric with 95% CI), its ratio to PPO, fps and its ratio, peak memory
+    :return: A markdown table: final return (metric with 95% CI), its ratio to PPO, the final success rate (where an env
+        reports success), fps and its ratio, peak memory
     """
     label = metric.upper() if metric == "iqm" else metric
-    lines = [
-        f"| env | algo | runs | timesteps | final return, {label} [95% CI] | {label} / PPO | fps (median) | fps / PPO "
-        "| peak RSS MB (median) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
     finals = final_rows(rows)
+    # a success column where some env reports success (info["is_success"]: Meta-World's ids, goal-conditioned envs)
+    with_success = any(r.get("eval_success_rate") is not None for r in finals)
+    success_header = f" final success rate, {label} [95% CI] |" if with_success else ""
+    lines = [
+        f"| env | algo | runs | timesteps | final return, {label} [95% CI] | {label} / PPO |{success_header} fps (median) "
+        "| fps / PPO | peak RSS MB (median) |",
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if with_success else ""),
+    ]
     for env_id in sorted({r["env"] for r in finals}):
         by_algo = {
             algo: [r for r in finals if r["env"] == env_id and r["algo"] == algo]
@@ -110,9 +114,13 @@ def summary_table(rows: list[dict[str, Any]], metric: str = "iqm") -> str:
                 fps_ratio = f"{fps[algo] / fps['ppo']:.2f}"
             timesteps = "/".join(str(t) for t in sorted({r["timesteps"] for r in runs}))
             memory = statistics.median(r["peak_rss_mb"] for r in runs)
+            success = ""
+            if with_success:
+                rates = [r["eval_success_rate"] for r in runs if r.get("eval_success_rate") is not None]
+                success = " {:.2f} [{:.2f}, {:.2f}] |".format(*interval(np.array(rates), metric)) if rates else " - |"
             lines.append(
                 f"| {env_id} | {algo} | {len(runs)} | {timesteps} | {point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}] "
-                f"| {ratio} "
-                f"| {fps[algo]:.0f} | {fps_ratio} | {memory:.0f} |"
+                f"| {ratio} |{success}"
+                f" {fps[algo]:.0f} | {fps_ratio} | {memory:.0f} |"
             )
     return "\n".join(lines)

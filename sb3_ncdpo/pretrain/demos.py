@@ -218,9 +218,9 @@ def collect_policy_demos(
     Minari dataset, with its quality set by Gaussian action noise: ``action_noise`` on most episodes, and
     ``noisy_action_noise`` on ``round(noisy_fraction * n_episodes)`` of them, drawn at random. Observations and actions
     are the raw env's (actions clipped to the ``Box``, as the env received them). Where the env reports success
-    (``info["is_success"]``, SB3's key, or ``info["success"]``, Meta-World's), every step's flag is stored as the
-    dataset's ``infos["success"]``. Episode ``i`` starts from ``reset(seed=s_i)``, ``s`` drawn from
-    ``numpy.random.SeedSequence(seed)``: the same arguments make the same dataset.
+    (``info["success"]``, Meta-World's key, or ``info["is_success"]``, SB3's), every step's flag is stored as the
+    dataset's ``infos["success"]`` (the first of the two keys the env has). Episode ``i`` starts from
+    ``reset(seed=s_i)``, ``s`` drawn from ``numpy.random.SeedSequence(seed)``: the same arguments make the same dataset.
 
     :param policy: One observation in, one action out; its ``reset()``, if it has one, is called at each episode's
         start
@@ -304,7 +304,8 @@ def success_step_data() -> type:
         def __call__(self, env: Any, **kwargs: Any) -> Any:
             step_data = super().__call__(env, **kwargs)
             info = step_data["info"]
-            step_data["info"] = {"success": bool(info.get("is_success", info.get("success", False)))}
+            # the step's own flag: Meta-World's success, else SB3's is_success (the Meta-World ids' is the episode's)
+            step_data["info"] = {"success": bool(info.get("success", info.get("is_success", False)))}
             return step_data
 
     return SuccessStepData

@@ -1,0 +1,106 @@
+"""Meta-World's tasks as gymnasium ids: success through SB3's key, the sparse reward, scripted demonstrations."""
+
+import gymnasium as gym
+import metaworld
+import numpy as np
+import pytest
+from metaworld.policies import SawyerReachV3Policy
+
+from sb3_ncdpo.metaworld_envs import make_task
+from sb3_ncdpo.pretrain.demos import GetActionPolicy, collect_policy_demos, dataset_transitions
+from sb3_ncdpo.registration import METAWORLD_MAX_EPISODE_STEPS, METAWORLD_TASKS, metaworld_id
+
+
+def test_every_task_of_metaworld_has_its_two_ids():
+    assert METAWORLD_TASKS == tuple(metaworld.ALL_V3_ENVIRONMENTS)
+    for task in METAWORLD_TASKS:
+        for sparse in (False, True):
+            spec = gym.spec(metaworld_id(task, sparse))
+            assert spec.kwargs == {"task": task, "sparse": sparse} and spec.max_episode_steps == METAWORLD_MAX_EPISODE_STEPS
+    assert metaworld_id("push-v3") == "sb3_ncdpo/metaworld-push-v3"
+    assert metaworld_id("push-v3", sparse=True) == "sb3_ncdpo/metaworld-push-sparse-v3"
+
+
+def play(env, policy, seed, n_steps=METAWORLD_MAX_EPISODE_STEPS):
+    observation, _ = env.reset(seed=seed)
+    steps = []
+    for _ in range(n_steps):
+        observation, reward, terminated, truncated, info = env.step(policy(observation))
+        assert env.observation_space.contains(observation)
+        steps.append((reward, info["is_success"], info["success"], terminated, truncated))
+        if terminated or truncated:
+            break
+    return observation, steps
+
+
+def test_an_episode_reports_success_through_sbs_key_and_ends_at_the_cap():
+    env = gym.make(metaworld_id("reach-v3"))
+    expert = GetActionPolicy(SawyerReachV3Policy())
+    _, steps = play(env, expert, seed=0)
+    rewards, successes, metaworld_successes, terminated, truncated = map(np.array, zip(*steps, strict=True))
+    assert len(steps) == METAWORLD_MAX_EPISODE_STEPS and truncated[-1] and not terminated.any() and not truncated[:-1].any()
+    # SB3's flag says whether the episode has succeeded by then: Meta-World's, accumulated
+    np.testing.assert_array_equal(successes, np.maximum.accumulate(metaworld_successes.astype(bool)))
+    assert successes[-1] and not successes[0]  # the scripted expert reaches the goal
+    assert rewards.min() >= 0 and len(set(rewards.round(6))) > 10  # Meta-World's dense reward
+
+
+def test_the_sparse_id_rewards_success_steps_only_and_resets_are_seeded():
+    env = gym.make(metaworld_id("reach-v3", sparse=True))
+    expert = GetActionPolicy(SawyerReachV3Policy())
+    last, steps = play(env, expert, seed=3)
+    rewards, successes = np.array([s[0] for s in steps]), np.array([s[2] for s in steps])
+    np.testing.assert_array_equal(rewards, successes.astype(float))  # the step's own success
+    assert rewards.sum() > 0
+    again, _ = play(env, expert, seed=3)
+    np.testing.assert_array_equal(again, last)
+    other, _ = play(gym.make(metaworld_id("reach-v3", sparse=True)), expert, seed=4, n_steps=1)
+    assert not np.array_equal(other, env.reset(seed=3)[0])  # another seed draws another variation of the task
+
+
+def test_terminate_on_success_and_a_shorter_cap_are_gym_make_arguments():
+    env = gym.make(metaworld_id("reach-v3"), terminate_on_success=True)
+    _, steps = play(env, GetActionPolicy(SawyerReachV3Policy()), seed=0)
+    assert steps[-1][3] and steps[-1][1] and len(steps) < METAWORLD_MAX_EPISODE_STEPS
+    _, steps = play(gym.make(metaworld_id("reach-v3"), max_episode_steps=20), lambda o: np.zeros(4), seed=0)
+    assert len(steps) == 20 and steps[-1][4]
+
+
+def test_a_wrong_task_name_is_refused_with_the_names():
+    with pytest.raises(ValueError, match=r"task must be one of Meta-World's \['assembly-v3', .* got 'push-v2'"):
+        make_task("push-v2")
+
+
+def test_scripted_demonstrations_make_a_dataset_with_success_flags(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    dataset = collect_policy_demos(
+        GetActionPolicy(SawyerReachV3Policy()),
+        metaworld_id("reach-v3"),
+        "metaworld/reach-expert-v0",
+        2,
+        max_episode_steps=100,
+        noisy_fraction=0.5,
+        noisy_action_noise=0.3,
+    )
+    transitions = dataset_transitions(dataset)
+    assert dataset.total_episodes == 2 and dataset.total_steps == 200 and transitions.observations.shape == (200, 39)
+    assert transitions.episode_successes.tolist() == [True, True]
+    flags = np.concatenate([episode.infos["success"] for episode in dataset.iterate_episodes()])
+    assert flags.dtype == bool and 0 < flags.mean() < 1
+
+
+@pytest.mark.parametrize("algo", ["ncdpo", "ppo"])
+def test_compare_reports_the_success_rate_of_a_metaworld_id(tmp_path, algo):
+    from sb3_ncdpo.compare import RunSpec, load_rows, report
+    from sb3_ncdpo.compare.runs import run_one
+
+    spec = RunSpec(
+        algo, metaworld_id("reach-v3"), seed=0, timesteps=512, eval_freq=256, n_eval_episodes=2, hyperparams="defaults",
+        algo_kwargs="dict(n_steps=256, batch_size=64)",
+    )  # fmt: skip
+    run_one(spec, tmp_path)
+    rows = load_rows(tmp_path)
+    assert [r["timesteps"] for r in rows] == [256, 512]
+    assert all(r["eval_success_rate"] in (0.0, 0.5, 1.0) for r in rows)  # two episodes each
+    table = report(tmp_path).splitlines()
+    assert "final success rate, IQM [95% CI]" in table[0] and len(table[2].split("|")) == len(table[0].split("|"))
