@@ -133,3 +133,14 @@ def test_an_env_minari_cannot_store_is_refused_before_recording():
     with pytest.raises(ValueError, match="env 'sb3_ncdpo_tests/CallableEntry-v0' cannot be stored in a Minari dataset"):
         collect_policy_demos(lambda o: calls.append(o) or o, "sb3_ncdpo_tests/CallableEntry-v0", "test/callable-v0", 1)
     assert calls == []  # no episode was played
+
+
+def test_a_models_settings_are_checked_before_it_is_loaded(tmp_path, monkeypatch):
+    from stable_baselines3 import PPO
+
+    from sb3_ncdpo.pretrain.demos import collect_demos
+
+    (tmp_path / "expert.zip").write_bytes(b"not read")
+    monkeypatch.setattr(PPO, "load", lambda *args, **kwargs: pytest.fail("the model was loaded"))
+    with pytest.raises(ValueError, match=r"noisy_fraction must be in \[0, 1\], got -0.5"):
+        collect_demos(tmp_path / "expert.zip", "ppo", ENV, "test/early-v0", 2, noisy_fraction=-0.5)

@@ -10,6 +10,7 @@ model acts through. "Medium"-quality data comes from a partially trained checkpo
 
 import argparse
 import contextlib
+import functools
 import importlib
 import os
 import shutil
@@ -106,11 +107,13 @@ def collect_demos(
         raise ValueError(f"algo must be one of {sorted(classes)}, got {algo!r}")
     if not Path(model_path).is_file():
         raise ValueError(f"model file {str(model_path)!r} does not exist")
+    check_demo_settings(dataset_id, n_episodes, action_noise, noisy_fraction, noisy_action_noise, max_episode_steps)
     model = classes[algo].load(str(model_path), device="cpu")
     model.set_random_seed(seed)  # sampled (--stochastic) actions too: the same arguments make the same dataset
     stats = Path(vecnormalize) if vecnormalize is not None else find_vecnormalize(model_path, env_id)
     # the statistics only: normalize_obs reads them, the env they are loaded onto is never stepped
-    normalizer = VecNormalize.load(str(stats), DummyVecEnv([lambda: gym.make(env_id)])) if stats is not None else None
+    make_env = functools.partial(gym.make, env_id, **(env_kwargs or {}))
+    normalizer = VecNormalize.load(str(stats), DummyVecEnv([make_env])) if stats is not None else None
     name = f"{algo} ({'deterministic' if deterministic else 'stochastic'})"
     return collect_policy_demos(
         ModelPolicy(model, normalizer, deterministic),
@@ -243,31 +246,23 @@ def collect_policy_demos(
 
     if not callable(policy):
         raise ValueError(f"policy must be callable (one observation -> one action), got {policy!r}")
-    if n_episodes < 1:
-        raise ValueError(f"n_episodes must be an int >= 1, got {n_episodes!r}")
-    for name, value in (("action_noise", action_noise), ("noisy_action_noise", noisy_action_noise)):
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value!r}")
-    if not 0 <= noisy_fraction <= 1:
-        raise ValueError(f"noisy_fraction must be in [0, 1], got {noisy_fraction!r}")
-    if max_episode_steps is not None and max_episode_steps < 1:
-        raise ValueError(f"max_episode_steps must be an int >= 1 or None, got {max_episode_steps!r}")
-    if dataset_id in minari.list_local_datasets():
-        raise ValueError(f"dataset {dataset_id!r} already exists locally: choose another id or delete it (minari delete)")
+    check_demo_settings(dataset_id, n_episodes, action_noise, noisy_fraction, noisy_action_noise, max_episode_steps)
     make_kwargs = dict(env_kwargs or {}, **({"max_episode_steps": max_episode_steps} if max_episode_steps else {}))
     rng = np.random.default_rng(seed)
     noisy = np.zeros(n_episodes, dtype=bool)
     noisy[rng.choice(n_episodes, size=round(noisy_fraction * n_episodes), replace=False)] = True
     probe = gym.make(env_id, **make_kwargs)
-    if (action_noise > 0 or (noisy.any() and noisy_action_noise > 0)) and not isinstance(probe.action_space, spaces.Box):
-        raise ValueError(f"action noise needs a Box action space, {env_id} has {probe.action_space}")
-    try:  # Minari stores the env's spec with the dataset, after the episodes: refuse what it cannot store before them
-        assert probe.spec is not None  # made by gymnasium.make
-        probe.spec.to_json()
-    except ValueError as error:
-        raise ValueError(f"env {env_id!r} cannot be stored in a Minari dataset: {error}") from error
-    success = reports_success(probe)
-    probe.close()
+    try:
+        if (action_noise > 0 or (noisy.any() and noisy_action_noise > 0)) and not isinstance(probe.action_space, spaces.Box):
+            raise ValueError(f"action noise needs a Box action space, {env_id} has {probe.action_space}")
+        try:  # Minari stores the env's spec with the dataset, after the episodes: refuse what it cannot store before them
+            assert probe.spec is not None  # made by gymnasium.make
+            probe.spec.to_json()
+        except ValueError as error:
+            raise ValueError(f"env {env_id!r} cannot be stored in a Minari dataset: {error}") from error
+        success = reports_success(probe)
+    finally:
+        probe.close()
     noise_text = f" with Gaussian action noise {action_noise} (half-range units)" if action_noise > 0 else ""
     if noisy.any():
         noise_text += f", {noisy.sum()} of {n_episodes} episodes with noise {noisy_action_noise}"
@@ -288,6 +283,34 @@ def collect_policy_demos(
         finally:
             collector.close()  # its temporary files go before the staging folder does
     return minari.load_dataset(dataset_id)
+
+
+def check_demo_settings(
+    dataset_id: str,
+    n_episodes: int,
+    action_noise: float,
+    noisy_fraction: float,
+    noisy_action_noise: float,
+    max_episode_steps: int | None,
+) -> None:
+    """
+    Refuse bad recording settings, and a dataset id already taken, before anything is loaded or recorded.
+
+    :raises ValueError: naming the setting and its allowed values
+    """
+    import minari
+
+    if n_episodes < 1:
+        raise ValueError(f"n_episodes must be an int >= 1, got {n_episodes!r}")
+    for name, value in (("action_noise", action_noise), ("noisy_action_noise", noisy_action_noise)):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value!r}")
+    if not 0 <= noisy_fraction <= 1:
+        raise ValueError(f"noisy_fraction must be in [0, 1], got {noisy_fraction!r}")
+    if max_episode_steps is not None and max_episode_steps < 1:
+        raise ValueError(f"max_episode_steps must be an int >= 1 or None, got {max_episode_steps!r}")
+    if dataset_id in minari.list_local_datasets():
+        raise ValueError(f"dataset {dataset_id!r} already exists locally: choose another id or delete it (minari delete)")
 
 
 def reports_success(env: Any) -> bool:
