@@ -149,9 +149,12 @@ def pretrain_stage(env_id: str, work: Path, bc_steps: int, chunk: list[int] | No
     Behaviour cloning of the diffusion and the Gaussian policy (each skipped if its folder is complete); with
     ``chunk`` (``[horizon, n_action_steps]``), of the diffusion policy with those chunks only (``diffusion_chunk<H>x<A>``).
     """
+    import torch as th
+
     from sb3_ncdpo.pretrain.bc import BCConfig, pretrain
     from sb3_ncdpo.zoo import eval_policy_kwargs, load_hyperparams
 
+    th.set_num_threads(1)  # as every stage: the experts' stage sets it only when it trains
     gaussian_kwargs = load_hyperparams("ppo_finetune", env_id).get("policy_kwargs", {})
     policies = [("diffusion", eval_policy_kwargs(DIFFUSION_KWARGS)), ("gaussian", gaussian_kwargs)]
     if chunk:
