@@ -1,11 +1,12 @@
 """
-Demonstrations as Minari datasets: record episodes of any saved SB3 / rl-zoo3 model (``sb3-ncdpo collect-demos``)
-and read a dataset back as arrays for behaviour cloning.
+Demonstrations as Minari datasets: record episodes of any saved SB3 / rl-zoo3 model or of any policy callable, such
+as Meta-World's scripted experts (``sb3-ncdpo collect-demos``), and read a dataset back as arrays for behaviour cloning.
 
 Recording uses Minari's own ``DataCollector`` around the raw environment, so the dataset holds raw observations and
 the actions as the environment received them (inside the ``Box`` bounds), whatever observation normalisation the
 model acts through. "Medium"-quality data comes from a partially trained checkpoint, or from Gaussian action noise
-(``action_noise``: a std in units of half the action range, added to the model's action before clipping).
+(``action_noise``: a std in units of half the action range, added to the action before clipping; a share of the
+episodes can have a larger one).
 """
 
 import argparse
@@ -339,12 +340,13 @@ def _play_episode(policy: Callable[[np.ndarray], Any], env: Any, seed: int, std:
     if callable(getattr(policy, "reset", None)):
         policy.reset()  # type: ignore[attr-defined]
     space = env.action_space
+    if std > 0:
+        half_range = (space.high - space.low) / 2
     observation, _ = env.reset(seed=seed)
     done = False
     while not done:
         action = np.asarray(policy(observation))
         if std > 0:
-            half_range = (space.high - space.low) / 2
             action = np.clip(action + rng.normal(0.0, std, size=action.shape) * half_range, space.low, space.high)
         if isinstance(space, spaces.Box):
             action = action.astype(space.dtype)  # Minari checks that the action is in the space, dtype included
