@@ -5,11 +5,15 @@ Stages (each one skips what its outputs already hold, so the script resumes wher
 
 1. ``experts``: PPO with the packaged ``hyperparams/ppo.yml`` values (``sb3_ncdpo.compare.make_model``), with a
    checkpoint (model + VecNormalize statistics) every ``--checkpoint-freq`` steps; every checkpoint is evaluated.
+   Meta-World ids (``sb3_ncdpo/metaworld-<task>(-sparse)-v3``) skip it: their expert is Meta-World's scripted policy.
 2. ``demos``: the "medium" policy is the checkpoint whose return is closest to ``--medium-ratio`` times the expert's
    (D4RL's medium policies reach about a third of the expert); ``collect_demos`` records its stochastic actions into
-   a local Minari dataset ``sb3-ncdpo/<env>/medium-v0``.
-3. ``pretrain``: behaviour cloning of a diffusion policy (for NCDPO and DPPO) and of a Gaussian policy with PPO's
-   architecture (for PPO) on that dataset.
+   a local Minari dataset ``sb3-ncdpo/<env>/medium-v0``. On a Meta-World id, ``collect_policy_demos`` records the
+   scripted expert with Gaussian action noise (``--action-noise``; ``--noisy-action-noise`` on a share
+   ``--noisy-fraction`` of the episodes), with each step's success flag.
+3. ``pretrain``: behaviour cloning of a diffusion policy (for NCDPO and DPPO; with ``--chunk``, with those action
+   chunks) and of a Gaussian policy with PPO's architecture (for PPO, without chunks) on that dataset, for at most
+   ``--bc-steps`` steps and, with ``--bc-patience``, until the validation loss stops improving.
 4. ``finetune``: ``sb3-ncdpo compare`` runs from the pre-trained folders (``--pretrained``), evaluated at step 0 (the
    BC policy) and on a schedule; then the report: compare's CSV / curves / summary, plus ``finetune.md`` (expert,
    demo, BC and fine-tuned returns side by side).
@@ -17,6 +21,8 @@ Stages (each one skips what its outputs already hold, so the script resumes wher
 Example (what benchmarks/results/finetune was made with is in its README)::
 
     python benchmarks/finetune.py --env Hopper-v5 --algos ncdpo ppo --seeds 3 --timesteps 50000
+    python benchmarks/finetune.py --env sb3_ncdpo/metaworld-push-sparse-v3 --algos ncdpo dppo ppo --chunk 4 4 \
+        --bc-steps 20000 --bc-patience 5 --timesteps 300000 --eval-freq 25000 --n-eval-episodes 20
 """
 
 import argparse
@@ -31,6 +37,16 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def metaworld_task(env_id: str) -> str | None:
+    """:return: The Meta-World task of one of this package's Meta-World ids, else ``None``"""
+    import gymnasium as gym
+
+    import sb3_ncdpo  # noqa: F401  (registers the ids)
+
+    spec = gym.spec(env_id)
+    return spec.kwargs["task"] if spec.entry_point == "sb3_ncdpo.metaworld_envs:make_task" else None
 
 
 def expert_stage(env_id: str, work: Path, timesteps: int, checkpoint_freq: int, n_eval_episodes: int) -> Path:
@@ -100,18 +116,32 @@ def medium_checkpoint(table: Path, ratio: float) -> dict[str, Any]:
 
 
 def dataset_id(env_id: str) -> str:
-    """:return: The Minari id of the medium dataset of ``env_id``"""
-    return f"sb3-ncdpo/{env_id.split('-')[0].lower()}/medium-v0"
+    """:return: The Minari id of the medium dataset of ``env_id`` (``sb3-ncdpo/metaworld-push-sparse/medium-v0``)"""
+    name = env_id.split("/")[-1]
+    return f"sb3-ncdpo/{name.rsplit('-v', 1)[0] if metaworld_task(env_id) else name.split('-')[0].lower()}/medium-v0"
 
 
-def demos_stage(env_id: str, work: Path, ratio: float, n_episodes: int) -> None:
-    """Record the medium checkpoint's episodes into a local Minari dataset (skipped if it exists)."""
+def demos_stage(env_id: str, work: Path, args: argparse.Namespace) -> None:
+    """Record the medium policy's episodes into a local Minari dataset (skipped if it exists)."""
     import minari
 
-    from sb3_ncdpo.pretrain.demos import collect_demos
+    from sb3_ncdpo.pretrain.demos import GetActionPolicy, collect_demos, collect_policy_demos
 
     if dataset_id(env_id) in minari.list_local_datasets():
         return
+    task = metaworld_task(env_id)
+    if task is not None:
+        from metaworld.policies import ENV_POLICY_MAP
+
+        noise = dict(
+            action_noise=args.action_noise, noisy_fraction=args.noisy_fraction, noisy_action_noise=args.noisy_action_noise
+        )
+        collect_policy_demos(
+            GetActionPolicy(ENV_POLICY_MAP[task]()), env_id, dataset_id(env_id), args.n_demo_episodes, seed=0, **noise,
+            algorithm_name="metaworld-scripted", description=f"Meta-World's scripted {task} expert with noise {noise}",
+        )  # fmt: skip
+        return
+    ratio, n_episodes = args.medium_ratio, args.n_demo_episodes
     folder = work / "experts" / env_id
     row = medium_checkpoint(folder / "checkpoints.csv", ratio)
     print(f"{env_id}: medium policy = {row['model']} ({float(row['return_mean']):.1f})", flush=True)
@@ -144,10 +174,13 @@ def chunk_name(chunk: list[int] | None) -> str:
     return f"_chunk{chunk[0]}x{chunk[1]}" if chunk else ""
 
 
-def pretrain_stage(env_id: str, work: Path, bc_steps: int, chunk: list[int] | None = None) -> None:
+def pretrain_stage(
+    env_id: str, work: Path, bc_steps: int, chunk: list[int] | None = None, gaussian: bool = True, patience: int = 0
+) -> None:
     """
-    Behaviour cloning of the diffusion and the Gaussian policy (each skipped if its folder is complete); with
-    ``chunk`` (``[horizon, n_action_steps]``), of the diffusion policy with those chunks only (``diffusion_chunk<H>x<A>``).
+    Behaviour cloning of the diffusion and (with ``gaussian``) the Gaussian policy, each skipped if its folder is
+    complete; with ``chunk`` (``[horizon, n_action_steps]``), the diffusion policy has those chunks
+    (``diffusion_chunk<H>x<A>``).
     """
     import torch as th
 
@@ -156,17 +189,17 @@ def pretrain_stage(env_id: str, work: Path, bc_steps: int, chunk: list[int] | No
 
     th.set_num_threads(1)  # as every stage: the experts' stage sets it only when it trains
     gaussian_kwargs = load_hyperparams("ppo_finetune", env_id).get("policy_kwargs", {})
-    policies = [("diffusion", eval_policy_kwargs(DIFFUSION_KWARGS)), ("gaussian", gaussian_kwargs)]
-    if chunk:
-        chunked = {**eval_policy_kwargs(DIFFUSION_KWARGS), "horizon": chunk[0], "n_action_steps": chunk[1]}
-        policies = [("diffusion" + chunk_name(chunk), chunked)]
+    chunks = {"horizon": chunk[0], "n_action_steps": chunk[1]} if chunk else {}
+    policies = [("diffusion" + chunk_name(chunk), {**eval_policy_kwargs(DIFFUSION_KWARGS), **chunks})]
+    if gaussian:
+        policies.append(("gaussian", gaussian_kwargs))
     for folder_name, kwargs in policies:
         policy = "gaussian" if folder_name == "gaussian" else "diffusion"
         out = work / "pretrained" / env_id / folder_name
         if (out / "pretrain.json").exists():
             continue
         # no pretrain.json: the folder is missing or incomplete (written before folders were written atomically)
-        config = BCConfig(n_steps=bc_steps)
+        config = BCConfig(n_steps=bc_steps, patience=patience)
         result = pretrain(dataset_id(env_id), out, policy, kwargs, config, progress_bar=False, overwrite=True)
         print(f"{env_id} {policy}: BC losses {result.history[-1]}", flush=True)
 
@@ -174,7 +207,8 @@ def pretrain_stage(env_id: str, work: Path, bc_steps: int, chunk: list[int] | No
 def finetune_stage(envs: list[str], work: Path, args: argparse.Namespace) -> None:
     """
     The fine-tuning runs, through ``sb3-ncdpo compare --pretrained`` (resumes finished runs); with ``--chunk``, one
-    command per algorithm, labelled ``<algo>_chunk<H>x<A>``, from the chunked pre-trained folders.
+    command per diffusion algorithm, labelled ``<algo>_chunk<H>x<A>``, from the chunked pre-trained folders (PPO from
+    the Gaussian clone, unlabelled).
     """
     common = [
         sys.executable, "-m", "sb3_ncdpo", "compare", "--env", *envs,
@@ -188,7 +222,10 @@ def finetune_stage(envs: list[str], work: Path, args: argparse.Namespace) -> Non
     if args.chunk:
         suffix = chunk_name(args.chunk)
         commands = [
-            [*common, "--algos", algo, "--label", algo + suffix, "--pretrained", pretrained + suffix] for algo in args.algos
+            [*common, "--algos", algo, "--label", algo + suffix, "--pretrained", pretrained + suffix]
+            if algo != "ppo"
+            else [*common, "--algos", algo, "--pretrained", pretrained]
+            for algo in args.algos
         ]
     for command in commands:
         print(" ".join(command), flush=True)
@@ -201,7 +238,10 @@ def _relative(path: Path) -> str:
 
 
 def report(envs: list[str], work: Path, out: Path) -> str:
-    """``finetune.md``: expert, medium policy, demonstrations, BC (step 0) and fine-tuned returns, medians over seeds."""
+    """
+    ``finetune.md``: expert, medium policy, demonstrations, BC (step 0) and fine-tuned returns (success rates on
+    Meta-World ids), medians over seeds.
+    """
     from sb3_ncdpo.compare import final_rows, load_rows
 
     rows = load_rows(out) if (out / "runs").exists() else []
@@ -209,47 +249,51 @@ def report(envs: list[str], work: Path, out: Path) -> str:
     header = "| env | expert | medium policy | demos | " + " | ".join(f"{a}: BC (step 0) | {a}: fine-tuned" for a in algos)
     lines = [header + " |", "|" + "---|" * (4 + 2 * len(algos))]
     finals = final_rows(rows)
+    settings = json.loads((out / "settings.json").read_text()) if (out / "settings.json").exists() else {}
     for env_id in envs:
-        table = work / "experts" / env_id / "checkpoints.csv"
-        if not table.exists():
-            continue
-        with open(table, newline="") as file:
-            checkpoints = list(csv.DictReader(file))
-        medium = medium_checkpoint(table, args_ratio(out))
         # The demonstrations' statistics, from a diffusion policy's folder (chunked variants clone the same dataset)
         metas = sorted((work / "pretrained" / env_id).glob("diffusion*/pretrain.json"))
         demo = json.loads(metas[0].read_text()) if metas else {}
-        cells = [
-            env_id,
-            f"{float(checkpoints[-1]['return_mean']):.0f} ({checkpoints[-1]['steps']} steps)",
-            f"{float(medium['return_mean']):.0f} ({medium['steps']} steps)",
-            f"{demo['demo_return_mean']:.0f} ± {demo['demo_return_std']:.0f} ({demo['n_episodes']} ep.)" if demo else "-",
-        ]
+        metric = "eval_success_rate" if metaworld_task(env_id) else "eval_return_mean"
+        if metaworld_task(env_id):
+            mix = (f"noise {settings.get(k)}" for k in ("action_noise", "noisy_action_noise"))
+            share = settings.get("noisy_fraction")
+            rate = demo.get("demo_success_rate")
+            cells = [env_id, "scripted", f"scripted, {' / '.join(mix)} on a share {share}", f"success {rate:.2f}"]
+        else:
+            table = work / "experts" / env_id / "checkpoints.csv"
+            if not table.exists():
+                continue
+            with open(table, newline="") as file:
+                checkpoints = list(csv.DictReader(file))
+            medium = medium_checkpoint(table, settings.get("medium_ratio", 1 / 3))
+            cells = [
+                env_id,
+                f"{float(checkpoints[-1]['return_mean']):.0f} ({checkpoints[-1]['steps']} steps)",
+                f"{float(medium['return_mean']):.0f} ({medium['steps']} steps)",
+                f"{demo['demo_return_mean']:.0f} ± {demo['demo_return_std']:.0f} ({demo['n_episodes']} ep.)" if demo else "-",
+            ]
         for algo in algos:
-            start = [r["eval_return_mean"] for r in rows if r["env"] == env_id and r["algo"] == algo and r["timesteps"] == 0]
+            start = [r[metric] for r in rows if r["env"] == env_id and r["algo"] == algo and r["timesteps"] == 0]
             end = [r for r in finals if r["env"] == env_id and r["algo"] == algo]
-            cells.append(_median_text(start))
+            digits = 2 if metric == "eval_success_rate" else 0
+            cells.append(_median_text(start, digits))
             steps = "/".join(str(t) for t in sorted({r["timesteps"] for r in end}))
-            cells.append(f"{_median_text([r['eval_return_mean'] for r in end])} at {steps}" if end else "-")
+            cells.append(f"{_median_text([r[metric] for r in end], digits)} at {steps}" if end else "-")
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines)
     (out / "finetune.md").write_text(
-        text + "\n\nMedians over seeds [min, max]; deterministic evaluation. Expert / medium: stochastic PPO actions, "
-        "the policies that made the demonstrations.\n"
+        text + "\n\nMedians over seeds [min, max]; deterministic evaluation; success rates on Meta-World ids, returns "
+        "elsewhere. Expert / medium: stochastic PPO actions, the policies that made the demonstrations (Meta-World: "
+        "the scripted expert with Gaussian action noise).\n"
     )
     return text
 
 
-def args_ratio(out: Path) -> float:
-    """:return: The medium ratio recorded with the results (``settings.json``), 1/3 by default"""
-    settings = out / "settings.json"
-    return json.loads(settings.read_text()).get("medium_ratio", 1 / 3) if settings.exists() else 1 / 3
-
-
-def _median_text(values: list[float]) -> str:
+def _median_text(values: list[float], digits: int = 0) -> str:
     if not values:
         return "-"
-    return f"{np.median(values):.0f} [{min(values):.0f}, {max(values):.0f}]"
+    return f"{np.median(values):.{digits}f} [{min(values):.{digits}f}, {max(values):.{digits}f}]"
 
 
 def main() -> None:
@@ -263,7 +307,11 @@ def main() -> None:
     parser.add_argument("--checkpoint-freq", type=int, default=10_000)
     parser.add_argument("--medium-ratio", type=float, default=1 / 3, help="medium return / expert return")
     parser.add_argument("--n-demo-episodes", type=int, default=20)
-    parser.add_argument("--bc-steps", type=int, default=10_000)
+    parser.add_argument("--bc-steps", type=int, default=10_000, help="BC gradient steps (at most, with --bc-patience)")
+    parser.add_argument("--bc-patience", type=int, default=0, help="BC early stopping (BCConfig.patience; 0: off)")
+    parser.add_argument("--action-noise", type=float, default=0.1, help="Meta-World demos: noise std of most episodes")
+    parser.add_argument("--noisy-fraction", type=float, default=0.5, help="Meta-World demos: share of noisier episodes")
+    parser.add_argument("--noisy-action-noise", type=float, default=1.0, help="Meta-World demos: their noise std")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--timesteps", type=int, default=50_000, help="fine-tuning budget per run")
     parser.add_argument("--eval-freq", type=int, default=5_000)
@@ -280,19 +328,20 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("MINARI_DATASETS_PATH", str(args.work / "minari"))
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.chunk and (set(args.algos) - {"ncdpo", "dppo"} or args.chunk[1] > args.chunk[0] or min(args.chunk) < 1):
-        parser.error(f"--chunk needs --algos among ncdpo, dppo and 1 <= N_ACTION_STEPS <= HORIZON, got {args.chunk}")
+    if args.chunk and (set(args.algos) - {"ncdpo", "dppo", "ppo"} or args.chunk[1] > args.chunk[0] or min(args.chunk) < 1):
+        parser.error(f"--chunk needs --algos among ncdpo, dppo, ppo and 1 <= N_ACTION_STEPS <= HORIZON, got {args.chunk}")
     if set(args.stages) - {"report"}:  # a report alone leaves the recorded settings of the runs as they are
         recorded = {k: v for k, v in vars(args).items() if k not in ("stages", "env", "ray_address")}  # not where it ran
         settings = {k: _relative(v) if isinstance(v, Path) else v for k, v in recorded.items()}
         (args.out / "settings.json").write_text(json.dumps(settings, indent=1))
     for env_id in args.env:
-        if "experts" in args.stages:
+        if "experts" in args.stages and metaworld_task(env_id) is None:
             expert_stage(env_id, args.work, args.expert_timesteps, args.checkpoint_freq, args.n_eval_episodes)
         if "demos" in args.stages:
-            demos_stage(env_id, args.work, args.medium_ratio, args.n_demo_episodes)
+            demos_stage(env_id, args.work, args)
         if "pretrain" in args.stages:
-            pretrain_stage(env_id, args.work, args.bc_steps, args.chunk)
+            gaussian = "ppo" in args.algos or not args.chunk  # without chunks: as before, both clones
+            pretrain_stage(env_id, args.work, args.bc_steps, args.chunk, gaussian, args.bc_patience)
     if "finetune" in args.stages:
         finetune_stage(args.env, args.work, args)
     if "report" in args.stages:

@@ -104,3 +104,41 @@ def test_compare_reports_the_success_rate_of_a_metaworld_id(tmp_path, algo):
     assert all(r["eval_success_rate"] in (0.0, 0.5, 1.0) for r in rows)  # two episodes each
     table = report(tmp_path).splitlines()
     assert "final success rate, IQM [95% CI]" in table[0] and len(table[2].split("|")) == len(table[0].split("|"))
+
+
+@pytest.mark.parametrize("algo", ["ncdpo", "dppo"])
+def test_train_fine_tunes_a_chunked_clone_on_a_metaworld_id_and_reports_success(tmp_path, monkeypatch, algo):
+    """Scripted demos -> BC with 4-action chunks -> `sb3-ncdpo train --pretrained` with the packaged Meta-World entry."""
+    from sb3_ncdpo.cli import main
+    from sb3_ncdpo.ncdpo import NCDPO
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    collect_policy_demos(
+        GetActionPolicy(SawyerReachV3Policy()), metaworld_id("reach-v3", sparse=True), "metaworld/reach-v0", 2,
+        max_episode_steps=40,
+    )  # fmt: skip
+    clone = tmp_path / "clone"
+    kwargs = "dict(n_denoising_steps=5, denoiser_hidden_sizes=[32, 32], net_arch=dict(pi=[]), horizon=4, n_action_steps=4)"
+    main(["pretrain", "--dataset", "metaworld/reach-v0", "--out", str(clone), "--n-steps", "20", "--eval-every", "10",
+          "--policy-kwargs", kwargs, "--no-progress"])  # fmt: skip
+    logs, env_id = tmp_path / "logs", metaworld_id("reach-v3", sparse=True)
+    main(["train", "--algo", algo, "--env", env_id, "-f", str(logs), "--num-threads", "1", "--seed", "0", "-n", "80",
+          "--pretrained", str(clone), "--env-kwargs", "max_episode_steps:40", "--eval-freq", "40", "--eval-episodes", "2",
+          "-params", "n_envs:1", "n_steps:40", f"batch_size:{5 if algo == 'ncdpo' else 10}"])  # fmt: skip
+    run = logs / algo / f"{env_id.replace('/', '-')}_1"  # rl-zoo3's folder name for a namespaced id
+    evaluations = np.load(run / "evaluations.npz")
+    assert evaluations["successes"].shape == (2, 2)  # two evaluations of two episodes, each with its success flag
+    assert evaluations["timesteps"].tolist() == [40, 80]
+    if algo == "ncdpo":  # the packaged Meta-World entry and the clone's chunks
+        model = NCDPO.load(run / f"{env_id.replace('/', '-')}.zip", device="cpu")
+        assert model.policy.fixed_std == 0.1 and model.policy.n_action_steps == 4 and model.critic_warmup_iters == 2
+        assert model.gamma == 0.99 and model.lr_schedule(1.0) == 3e-5
+
+
+def test_every_metaworld_id_has_a_fine_tuning_entry():
+    from sb3_ncdpo.zoo import load_hyperparams
+
+    for algo in ("ncdpo_finetune", "dppo_finetune", "ppo_finetune"):
+        for task in METAWORLD_TASKS:
+            for sparse in (False, True):
+                assert load_hyperparams(algo, metaworld_id(task, sparse))["n_envs"] == 10

@@ -16,7 +16,7 @@ from sb3_ncdpo import NCDPO
 from sb3_ncdpo.cli import main
 from sb3_ncdpo.common.pretrained import observation_normalizer
 from sb3_ncdpo.pretrain import FrozenRunningMeanStd, load_pretrained, pretrained_policy_kwargs, save_pretrained
-from sb3_ncdpo.pretrain.bc import BCConfig, bc_loss, behaviour_cloning
+from sb3_ncdpo.pretrain.bc import BCConfig, bc_loss, behaviour_cloning, gaussian_loss, split_episodes
 from sb3_ncdpo.pretrain.demos import Transitions, collect_demos, dataset_transitions, load_demos
 
 SMALL = dict(n_denoising_steps=5, denoiser_hidden_sizes=[64, 64], net_arch=dict(pi=[], vf=[32]))
@@ -330,3 +330,39 @@ def test_denoising_loss_is_zero_for_the_exact_prediction(prediction_type):
     assert denoising_loss(policy, obs, actions).item() < 1e-8
     policy.denoiser.forward = lambda noisy, steps, condition: noisy  # type: ignore[method-assign]
     assert denoising_loss(policy, obs, actions).item() > 0.1
+
+
+def test_early_stopping_keeps_the_best_validation_weights():
+    """Held-out episodes demonstrate the opposite action: the validation loss rises as the clone fits its training set."""
+    rng = np.random.default_rng(0)
+    n = 1000
+    episode_ids = np.arange(n) // 50
+    observations = rng.normal(0.0, 1.0, size=(n, 2)).astype(np.float32)
+    _, val_index = split_episodes(episode_ids, 0.2, seed=0)
+    actions = np.full((n, 1), 0.5, dtype=np.float32)
+    actions[val_index] = -0.5
+    data = Transitions(observations, actions, episode_ids, np.zeros(n // 50))
+    spaces_ = spaces.Box(-np.inf, np.inf, (2,), np.float32), spaces.Box(-1.0, 1.0, (1,), np.float32)
+    config = BCConfig(n_steps=3000, eval_every=20, val_fraction=0.2, patience=3, normalize=False, ema_decay=0.9)
+    result = behaviour_cloning(data, *spaces_, "gaussian", {}, config, progress_bar=False)
+    losses = [row["val_loss"] for row in result.history]
+    best = int(np.argmin(losses))
+    assert len(result.history) == best + 1 + 3 < 3000 // 20  # stopped three validations after the best one
+    assert result.best_step == result.history[best]["step"]
+    obs, target = th.as_tensor(observations[val_index]), th.as_tensor(actions[val_index])
+    with th.no_grad():
+        assert gaussian_loss(result.policy, obs, target).item() == pytest.approx(losses[best], rel=1e-6)
+    without = behaviour_cloning(data, *spaces_, "gaussian", {}, BCConfig(**{**config.__dict__, "patience": 0}), False)
+    assert len(without.history) == 3000 // 20 and without.best_step == 3000
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (dict(patience=-1), "patience must be an int >= 0"),
+        (dict(patience=2, val_fraction=0.0), "patience > 0 stops on the validation loss: it needs val_fraction > 0"),
+    ],
+)
+def test_bad_early_stopping_settings_are_refused(settings, message):
+    with pytest.raises(ValueError, match=message):
+        BCConfig(**settings)

@@ -52,6 +52,8 @@ class BCConfig:
     :param ema_decay: Decay of the exponential moving average of the weights (0: no averaging)
     :param val_fraction: Fraction of the episodes held out for the validation loss (0: none)
     :param eval_every: Gradient steps between two validation losses
+    :param patience: Stop once the validation loss has not improved for this many validations in a row and keep the
+        weights of the best one (0: train all ``n_steps`` and keep the last weights); needs ``val_fraction > 0``
     :param normalize: Normalise observations with the dataset's statistics (saved as ``vecnormalize.pkl``)
     :param clip_obs: Clip of the normalised observations (VecNormalize's ``clip_obs``)
     :param seed: Seed of the split, the initialisation and the sampling
@@ -65,6 +67,7 @@ class BCConfig:
     ema_decay: float = 0.995
     val_fraction: float = 0.1
     eval_every: int = 500
+    patience: int = 0
     normalize: bool = True
     clip_obs: float = 10.0
     seed: int = 0
@@ -85,6 +88,10 @@ class BCConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        if not isinstance(self.patience, int) or isinstance(self.patience, bool) or self.patience < 0:
+            raise ValueError(f"patience must be an int >= 0 (0: no early stopping), got {self.patience!r}")
+        if self.patience and self.val_fraction == 0:
+            raise ValueError("patience > 0 stops on the validation loss: it needs val_fraction > 0, got val_fraction=0")
 
 
 @dataclass
@@ -94,12 +101,14 @@ class BCResult:
     :param normalizer: Its observation normalisation, or ``None``
     :param history: One row per validation: ``step``, ``train_loss`` (mean since the last row), ``val_loss``, ``lr``
     :param demo_returns: Returns of the dataset's episodes
+    :param best_step: Gradient step of the weights returned: the best validation's with early stopping, else the last
     """
 
     policy: ActorCriticPolicy
     normalizer: VecNormalize | None
     history: list[dict[str, float]] = field(default_factory=list)
     demo_returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    best_step: int = 0
 
 
 def denoising_loss(
@@ -288,7 +297,8 @@ def behaviour_cloning(
     :param policy_kwargs: Policy keyword arguments
     :param config: Training settings
     :param progress_bar: Show a progress bar (tqdm)
-    :return: The policy with its EMA weights, its normaliser and the loss history
+    :return: The policy with its EMA weights (the best validation's with ``config.patience``), its normaliser and the
+        loss history
     """
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
     from tqdm.auto import tqdm
@@ -323,6 +333,8 @@ def behaviour_cloning(
     sampler = th.Generator().manual_seed(config.seed)
     history: list[dict[str, float]] = []
     running, n_running = 0.0, 0
+    best: tuple[float, int, dict[str, th.Tensor]] | None = None  # validation loss, step, weights
+    since_best = 0  # validations without a lower loss
     model.set_training_mode(True)
     bar = tqdm(range(1, config.n_steps + 1), desc=f"BC ({policy})", unit="step", disable=not progress_bar, mininterval=1.0)
     for step in bar:
@@ -344,11 +356,23 @@ def behaviour_cloning(
             history.append(row)
             bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k.endswith("loss")})
             running, n_running = 0.0, 0
+            if config.patience and len(val_tensor):
+                if best is None or row["val_loss"] < best[0]:
+                    weights = {name: value.detach().clone() for name, value in evaluated.state_dict().items()}
+                    best, since_best = (row["val_loss"], step, weights), 0
+                else:
+                    since_best += 1
+                    if since_best >= config.patience:
+                        break
     bar.close()
-    if ema is not None:
+    best_step = int(history[-1]["step"]) if history else 0
+    if best is not None:
+        model.load_state_dict(best[2])
+        best_step = best[1]
+    elif ema is not None:
         model.load_state_dict(ema.module.state_dict())
     model.set_training_mode(False)
-    return BCResult(model, normalizer, history, transitions.episode_returns)
+    return BCResult(model, normalizer, history, transitions.episode_returns, best_step)
 
 
 def pretrain(
@@ -397,8 +421,12 @@ def pretrain(
             "n_transitions": len(transitions.actions),
             "demo_return_mean": float(np.mean(transitions.episode_returns)),
             "demo_return_std": float(np.std(transitions.episode_returns)),
+            "demo_success_rate": (
+                None if transitions.episode_successes is None else float(np.mean(transitions.episode_successes))
+            ),
             "train_loss": last.get("train_loss"),
             "val_loss": last.get("val_loss"),
+            "best_step": result.best_step,
             "config": asdict(config),
             "history": result.history,
         },
@@ -425,6 +453,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--ema-decay", type=float, default=defaults.ema_decay)
     parser.add_argument("--val-fraction", type=float, default=defaults.val_fraction, help="held-out episodes")
     parser.add_argument("--eval-every", type=int, default=defaults.eval_every)
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=defaults.patience,
+        help="stop after this many validations without a lower validation loss, keeping the best weights (0: off)",
+    )
     parser.add_argument("--no-normalize", action="store_true", help="train on raw observations")
     parser.add_argument("--clip-obs", type=float, default=defaults.clip_obs)
     parser.add_argument("--seed", type=int, default=defaults.seed)
@@ -441,6 +475,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             ema_decay=args.ema_decay,
             val_fraction=args.val_fraction,
             eval_every=args.eval_every,
+            patience=args.patience,
             normalize=not args.no_normalize,
             clip_obs=args.clip_obs,
             seed=args.seed,
