@@ -62,6 +62,7 @@ def pilot(task: str, args: argparse.Namespace, work: Path) -> list[dict]:
     demos = dataset_transitions(dataset)
     assert demos.episode_successes is not None  # the Meta-World ids report success
     recorded = time.perf_counter()
+    demo_seconds = round(recorded - start)
     settings = {
         k: getattr(args, k)
         for k in ("n_episodes", "action_noise", "noisy_fraction", "noisy_action_noise", "bc_steps", "bc_patience")
@@ -75,7 +76,7 @@ def pilot(task: str, args: argparse.Namespace, work: Path) -> list[dict]:
         env = make_vec_env(metaworld_id(task), n_envs=1, seed=100)
         model = NCDPO("MlpDiffusionPolicy", env, pretrained=folder, seed=bc_seed)
         mean, successes = evaluate_success(model, env, args.n_eval_episodes)
-        seconds = dict(demos=round(recorded - start), bc=round(cloned - recorded), eval=round(time.perf_counter() - cloned))
+        seconds = dict(demos=demo_seconds, bc=round(cloned - recorded), eval=round(time.perf_counter() - cloned))
         rows.append(
             dict(
                 task=task,

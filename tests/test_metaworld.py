@@ -142,3 +142,77 @@ def test_every_metaworld_id_has_a_fine_tuning_entry():
         for task in METAWORLD_TASKS:
             for sparse in (False, True):
                 assert load_hyperparams(algo, metaworld_id(task, sparse))["n_envs"] == 10
+
+
+@pytest.fixture
+def offscreen_rendering(monkeypatch):
+    """MuJoCo renders offscreen through EGL (Mesa's software renderer on a machine without a GPU)."""
+    monkeypatch.setenv("MUJOCO_GL", "egl")
+
+
+def test_pixel_pipeline_replay_clone_and_fine_tune(tmp_path, monkeypatch, offscreen_rendering):
+    """State demos -> replayed as images -> a CNN diffusion clone -> NCDPO fine-tuning on images, at a tiny budget."""
+    import minari
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.torch_layers import NatureCNN
+
+    from sb3_ncdpo.cli import main
+    from sb3_ncdpo.ncdpo import NCDPO
+    from sb3_ncdpo.pretrain.bc import BCConfig, pretrain
+    from sb3_ncdpo.pretrain.demos import replay_demos
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    env_id, pixels = metaworld_id("reach-v3", sparse=True), dict(pixels=True, image_size=40)
+    state = collect_policy_demos(
+        GetActionPolicy(SawyerReachV3Policy()), env_id, "metaworld/reach-state-v0", 2, max_episode_steps=12,
+        action_noise=0.2,
+    )  # fmt: skip
+    main(["collect-demos", "--replay", "metaworld/reach-state-v0", "--dataset-id", "metaworld/reach-pixels-v0",
+          "--env-kwargs", "dict(pixels=True, image_size=40)"])  # fmt: skip
+    images = minari.load_dataset("metaworld/reach-pixels-v0")
+    assert images.observation_space == gym.spaces.Box(0, 255, (3, 40, 40), np.uint8) and images.total_steps == 24
+    for replayed, recorded in zip(images.iterate_episodes(), state.iterate_episodes(), strict=True):
+        np.testing.assert_array_equal(replayed.actions, recorded.actions)
+        np.testing.assert_array_equal(replayed.rewards, recorded.rewards)
+        np.testing.assert_array_equal(replayed.infos["success"], recorded.infos["success"])
+        assert replayed.observations.dtype == np.uint8
+        assert np.abs(replayed.observations[-1].astype(int) - replayed.observations[0]).max() > 0  # the arm moved
+    with pytest.raises(ValueError, match="already exists locally"):
+        replay_demos("metaworld/reach-state-v0", "metaworld/reach-pixels-v0", pixels)
+
+    clone = tmp_path / "clone"
+    kwargs = dict(n_denoising_steps=4, denoiser_hidden_sizes=[16], net_arch=dict(pi=[], vf=[16]), horizon=2, n_action_steps=2)
+    result = pretrain("metaworld/reach-pixels-v0", clone, "diffusion", kwargs, BCConfig(n_steps=4, eval_every=2), False)
+    assert isinstance(result.policy.features_extractor, NatureCNN) and result.normalizer is None  # scaled, not normalised
+    assert not (clone / "vecnormalize.pkl").exists()
+
+    env = make_vec_env(env_id, n_envs=1, seed=0, env_kwargs=dict(pixels, max_episode_steps=12))
+    model = NCDPO("CnnDiffusionPolicy", env, pretrained=clone, n_steps=12, batch_size=3, n_epochs=1, seed=0, device="cpu")
+    first_layer = "features_extractor.cnn.0.weight"
+    np.testing.assert_array_equal(model.policy.state_dict()[first_layer], result.policy.state_dict()[first_layer])
+    calls = []
+    model.policy.features_extractor.register_forward_hook(lambda *_: calls.append(1))
+    model.predict(env.reset(), deterministic=True)
+    assert len(calls) == 1  # one image encoding conditions all K denoising steps of the decision
+    model.learn(24)
+    assert model.num_timesteps == 24 and len(model.ep_success_buffer) == 2  # the success flags reach SB3's buffer
+
+
+def test_a_replay_that_diverges_is_refused_and_leaves_no_dataset(tmp_path, monkeypatch, capsys):
+    import minari
+
+    from sb3_ncdpo.cli import main
+    from sb3_ncdpo.pretrain.demos import replay_demos
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    collect_policy_demos(
+        GetActionPolicy(SawyerReachV3Policy()), metaworld_id("reach-v3"), "metaworld/reach-v0", 1, max_episode_steps=5
+    )
+    with pytest.raises(ValueError, match=r"the replay of episode 0 diverged at step 0 .* is not the source's simulation"):
+        replay_demos("metaworld/reach-v0", "metaworld/other-v0", dict(task_seed=1))  # other variations of the task
+    assert "metaworld/other-v0" not in minari.list_local_datasets()
+    with pytest.raises(ValueError, match="not a local Minari dataset"):
+        replay_demos("metaworld/none-v0", "metaworld/other-v0")
+    with pytest.raises(SystemExit):
+        main(["collect-demos", "--replay", "metaworld/reach-v0", "--dataset-id", "a/b-v0", "--env", "Hopper-v5"])
+    assert "--env goes with --model or --policy: --replay keeps the dataset's env" in capsys.readouterr().err

@@ -27,6 +27,8 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.torch_layers import NatureCNN
 from stable_baselines3.common.vec_env import VecNormalize
 from torch.nn import functional as F
 
@@ -54,7 +56,8 @@ class BCConfig:
     :param eval_every: Gradient steps between two validation losses
     :param patience: Stop once the validation loss has not improved for this many validations in a row and keep the
         weights of the best one (0: train all ``n_steps`` and keep the last weights); needs ``val_fraction > 0``
-    :param normalize: Normalise observations with the dataset's statistics (saved as ``vecnormalize.pkl``)
+    :param normalize: Normalise observations with the dataset's statistics (saved as ``vecnormalize.pkl``); images are
+        never normalised so (the policy scales them to [0, 1], as SB3 does)
     :param clip_obs: Clip of the normalised observations (VecNormalize's ``clip_obs``)
     :param seed: Seed of the split, the initialisation and the sampling
     """
@@ -218,11 +221,14 @@ def make_policy(
     :param action_space: Action space
     :param learning_rate: The learning rate given to the policy's (unused here) optimizer
     :param policy_kwargs: Policy keyword arguments; a diffusion policy's ``prediction_type`` defaults to
-        :data:`BC_PREDICTION_TYPE` here
+        :data:`BC_PREDICTION_TYPE` here, and on image observations the features extractor to SB3's ``NatureCNN`` (as
+        ``CnnPolicy`` / ``CnnDiffusionPolicy`` have it)
     :return: A fresh policy
     """
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+    if is_image_space(observation_space):
+        policy_kwargs = {"features_extractor_class": NatureCNN, **policy_kwargs}
     if policy == "gaussian":
         return ActorCriticPolicy(observation_space, action_space, lambda _: learning_rate, **policy_kwargs)
     policy_kwargs = {"prediction_type": BC_PREDICTION_TYPE, **policy_kwargs}
@@ -311,7 +317,7 @@ def behaviour_cloning(
     normalizer = None
     observations = transitions.observations
     train_index, val_index = split_episodes(transitions.episode_ids, config.val_fraction, config.seed)
-    if config.normalize:
+    if config.normalize and not is_image_space(observation_space):  # images: the policy scales them (SB3's / 255)
         normalizer = observation_normalizer(observations[train_index], observation_space, action_space, config.clip_obs)
         observations = np.asarray(normalizer.normalize_obs(observations), dtype=np.float32)
     # Per transition: its history of observations and its chunk of actions, where the policy has them

@@ -6,7 +6,8 @@ Recording uses Minari's own ``DataCollector`` around the raw environment, so the
 the actions as the environment received them (inside the ``Box`` bounds), whatever observation normalisation the
 model acts through. "Medium"-quality data comes from a partially trained checkpoint, or from Gaussian action noise
 (``action_noise``: a std in units of half the action range, added to the action before clipping; a share of the
-episodes can have a larger one).
+episodes can have a larger one). A dataset can be replayed on its env made otherwise (``--replay``: the same reset
+seeds and actions), e.g. to record camera images of episodes that a state-based expert played.
 """
 
 import argparse
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.preprocessing import is_image_space
 
 from sb3_ncdpo.common.atomic import atomic_file
 from sb3_ncdpo.zoo import ALGORITHMS, eval_policy_kwargs
@@ -286,6 +288,61 @@ def collect_policy_demos(
     return minari.load_dataset(dataset_id)
 
 
+def replay_demos(
+    source_id: str, dataset_id: str, env_kwargs: dict[str, Any] | None = None, description: str | None = None
+) -> Any:
+    """
+    Record a dataset's episodes again on its env made with other ``gymnasium.make`` arguments, e.g. the camera images
+    of a state-based dataset (``env_kwargs=dict(pixels=True)`` on a Meta-World id): each episode restarts from its
+    recorded reset seed and replays its recorded actions, so a deterministic simulator goes through the same states.
+    This is how image datasets are made from experts that act on the state (Meta-World's scripted policies). Every
+    replayed reward is checked against the recorded one: a replay that diverges is refused, and no dataset is left.
+
+    :param source_id: A local Minari dataset whose episodes were reset with seeds (:func:`collect_policy_demos`'s,
+        :func:`collect_demos`'s)
+    :param dataset_id: Id of the new dataset
+    :param env_kwargs: ``gymnasium.make`` arguments added to the source's env id (its episode cap is kept)
+    :param description: Dataset description (a default names the source and the arguments)
+    :return: The new ``minari.MinariDataset``
+    :raises ValueError: if ``dataset_id`` exists, an episode has no recorded seed, or a replay diverges
+    """
+    import gymnasium as gym
+    import minari
+
+    check_demo_settings(dataset_id, 1, 0.0, 0.0, 0.0, None)
+    source = load_demos(source_id)
+    spec = source.env_spec
+    if spec is None:
+        raise ValueError(f"dataset {source_id!r} has no env spec to replay its episodes on")
+    seeds = [metadata.get("seed") for metadata in source.storage.get_episode_metadata(source.episode_indices)]
+    if any(seed is None for seed in seeds):
+        raise ValueError(f"dataset {source_id!r} has episodes without a recorded reset seed: they cannot be replayed")
+    make_kwargs = dict(env_kwargs or {}, max_episode_steps=spec.max_episode_steps)
+    with staged_dataset(dataset_id):
+        env = gym.make(spec.id, **make_kwargs)
+        success = "success" in next(iter(source.iterate_episodes())).infos
+        step_data = success_step_data() if success else minari.StepDataCallback
+        collector = minari.DataCollector(env, step_data_callback=step_data, record_infos=success)
+        try:
+            for index, (seed, episode) in enumerate(zip(seeds, source.iterate_episodes(), strict=True)):
+                collector.reset(seed=int(seed))
+                for step, (action, recorded) in enumerate(zip(episode.actions, episode.rewards, strict=True)):
+                    reward = collector.step(action)[1]
+                    if reward != recorded:
+                        raise ValueError(
+                            f"the replay of episode {index} diverged at step {step} (reward {reward}, recorded "
+                            f"{recorded}): {spec.id} with {env_kwargs} is not the source's simulation"
+                        )
+            collector.create_dataset(
+                dataset_id=dataset_id,
+                algorithm_name=f"replay of {source_id}",
+                description=description or f"the episodes of {source_id} replayed on {spec.id} with {env_kwargs}",
+            )
+        finally:
+            collector.close()
+    return minari.load_dataset(dataset_id)
+
+
 def check_demo_settings(
     dataset_id: str,
     n_episodes: int,
@@ -426,14 +483,16 @@ class Transitions:
 def dataset_transitions(dataset: Any) -> Transitions:
     """
     :param dataset: A ``minari.MinariDataset`` with ``Box`` observations
-    :return: Its transitions (each episode's last observation, which has no action, is left out)
+    :return: Its transitions (each episode's last observation, which has no action, is left out); observations as
+        ``float32``, images (SB3's ``is_image_space``) kept as ``uint8``
     """
     if not isinstance(dataset.observation_space, spaces.Box):
         raise ValueError(f"only Box observations are supported, got {dataset.observation_space}")
+    dtype = np.uint8 if is_image_space(dataset.observation_space) else np.float32
     observations, actions, episode_ids, returns, successes = [], [], [], [], []
     for index, episode in enumerate(dataset.iterate_episodes()):
         n_steps = len(episode.actions)
-        observations.append(np.asarray(episode.observations[:n_steps], dtype=np.float32))
+        observations.append(np.asarray(episode.observations[:n_steps], dtype=dtype))
         actions.append(np.asarray(episode.actions, dtype=np.float32))
         episode_ids.append(np.full(n_steps, index))
         returns.append(float(np.sum(episode.rewards)))
@@ -450,6 +509,21 @@ def dataset_transitions(dataset: Any) -> Transitions:
     )
 
 
+def check_recording_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse bad recording flags of ``collect-demos --model / --policy`` through ``parser.error``."""
+    if args.env is None:
+        parser.error("--env is required with --model or --policy")
+    if args.n_episodes < 1:
+        parser.error(f"--n-episodes must be an int >= 1, got {args.n_episodes}")
+    for flag in ("action_noise", "noisy_action_noise"):
+        if getattr(args, flag) < 0:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
+    if not 0 <= args.noisy_fraction <= 1:
+        parser.error(f"--noisy-fraction must be in [0, 1], got {args.noisy_fraction}")
+    if args.max_episode_steps is not None and args.max_episode_steps < 1:
+        parser.error(f"--max-episode-steps must be an int >= 1, got {args.max_episode_steps}")
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Parse and validate ``collect-demos``'s command line."""
     parser = argparse.ArgumentParser(prog="sb3-ncdpo collect-demos", description=__doc__)
@@ -460,8 +534,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="an importable policy, module:attribute: a callable observation -> action, a class of them, or an object "
         "with get_action (e.g. metaworld.policies:SawyerPushV3Policy)",
     )
+    source.add_argument(
+        "--replay",
+        metavar="DATASET",
+        help="replay a local dataset's episodes (their reset seeds and actions) on its env made with --env-kwargs, "
+        'e.g. as images: --env-kwargs "dict(pixels=True)" on a Meta-World dataset',
+    )
     parser.add_argument("--algo", help="algorithm of --model (rl-zoo3 name: ppo, sac, ncdpo, ...)")
-    parser.add_argument("--env", required=True, help="environment id")
+    parser.add_argument("--env", help="environment id (with --model or --policy; --replay uses the dataset's)")
     parser.add_argument("--dataset-id", required=True, help="id of the new local Minari dataset, e.g. hopper/medium-v0")
     parser.add_argument("--n-episodes", type=int, default=10)
     parser.add_argument("--action-noise", type=float, default=0.0, help="Gaussian action noise std (half-range units)")
@@ -473,15 +553,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--env-kwargs", default="", help='gymnasium.make kwargs, a dict expression: "dict(x=1)"')
     args = parser.parse_args(argv)
-    if args.n_episodes < 1:
-        parser.error(f"--n-episodes must be an int >= 1, got {args.n_episodes}")
-    for flag in ("action_noise", "noisy_action_noise"):
-        if getattr(args, flag) < 0:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
-    if not 0 <= args.noisy_fraction <= 1:
-        parser.error(f"--noisy-fraction must be in [0, 1], got {args.noisy_fraction}")
-    if args.max_episode_steps is not None and args.max_episode_steps < 1:
-        parser.error(f"--max-episode-steps must be an int >= 1, got {args.max_episode_steps}")
+    if args.replay is not None:
+        given = [flag for flag in ("env", "algo", "vecnormalize", "max_episode_steps") if getattr(args, flag) is not None]
+        if given:
+            parser.error(f"--{given[0].replace('_', '-')} goes with --model or --policy: --replay keeps the dataset's env")
+        return args
+    check_recording_args(parser, args)
     if args.policy is not None:
         for flag in ("algo", "vecnormalize"):
             if getattr(args, flag) is not None:
@@ -506,6 +583,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     :param argv: Arguments after ``collect-demos`` (``sys.argv[1:]`` by default)
     """
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.replay is not None:
+        dataset = replay_demos(args.replay, args.dataset_id, eval_policy_kwargs(args.env_kwargs))
+        print(f"dataset {args.dataset_id}: {dataset.total_episodes} episodes of {args.replay} replayed")
+        return
     quality = dict(
         action_noise=args.action_noise,
         noisy_fraction=args.noisy_fraction,
