@@ -67,6 +67,15 @@ def test_files_exist_and_parse(compared):
     assert (compared / f"curves_{ENV}_wallclock.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_each_run_keeps_its_training_log(compared):
+    for algo in ("ncdpo", "ppo"):
+        with open(compared / "runs" / f"{algo}__{ENV}__seed0.progress.csv", newline="") as file:
+            updates = list(csv.DictReader(file))
+        assert max(int(row["time/total_timesteps"]) for row in updates) == 64  # SB3's logger rows, up to the budget
+        kl = [float(row["train/approx_kl"]) for row in updates if row["train/approx_kl"]]
+        assert kl and all(value >= 0 for value in kl), (algo, kl)  # every update's statistics, as SB3 logs them
+
+
 def test_summary_has_one_row_per_algo_and_the_command(compared):
     summary = (compared / "summary.md").read_text()
     table = [line for line in summary.splitlines() if line.startswith(f"| {ENV} |")]
@@ -95,7 +104,8 @@ def test_resume_reuses_finished_runs(compared, capsys):
     assert "reusing 4 finished run(s)" in capsys.readouterr().out
     after = {p.name: p.stat().st_mtime_ns for p in (compared / "runs").iterdir()}
     assert all(after[name] == mtime for name, mtime in before.items())  # untouched
-    assert set(after) - set(before) == {f"{a}__{ENV}__seed2.{ext}" for a in ("ncdpo", "ppo") for ext in ("csv", "json")}
+    new_files = {f"{a}__{ENV}__seed2.{ext}" for a in ("ncdpo", "ppo") for ext in ("csv", "progress.csv", "json")}
+    assert set(after) - set(before) == new_files
 
 
 def test_other_settings_in_the_same_out_are_refused(compared):

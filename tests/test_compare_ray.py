@@ -47,7 +47,8 @@ def test_a_campaign_runs_on_ray_and_resumes_and_reports_as_locally(cluster, tmp_
     out = tmp_path / "out"
     cli(["compare", *TINY, "--algos", "ncdpo", "ppo", "--seeds", "1", "--ray-address", cluster, "--out", str(out)])
     names = sorted(p.name for p in (out / "runs").iterdir())
-    assert names == [f"{algo}__{ENV}__seed0.{ext}" for algo in ("ncdpo", "ppo") for ext in ("csv", "json")]
+    files = ("csv", "json", "progress.csv")  # the training log comes back from the Ray task too
+    assert names == [f"{algo}__{ENV}__seed0.{ext}" for algo in ("ncdpo", "ppo") for ext in files]
     rows = read_rows(out / "results.csv")
     assert {(row["algo"], row["timesteps"]) for row in rows} == {(a, t) for a in ("ncdpo", "ppo") for t in ("32", "64")}
     assert "| ncdpo |" in (out / "summary.md").read_text()

@@ -4,8 +4,9 @@
 Every (algo, env, seed) run trains with the packaged ``hyperparams/<algo>.yml`` entry (``--hyperparams ppo``: PPO's
 entry for every algorithm, the drop-in test; ``--hyperparams defaults``: SB3's defaults), in its own fresh process with
 torch pinned to one thread, and is evaluated on a schedule on a separate env (deterministic actions, VecNormalize
-statistics synced, rewards not normalised). A finished run is written to ``<out>/runs/<run>.csv`` (its evaluations)
-and ``<out>/runs/<run>.json`` (its settings), atomically; runs already finished with the same settings are reused, so
+statistics synced, rewards not normalised). A finished run is written to ``<out>/runs/<run>.csv`` (its evaluations),
+``<out>/runs/<run>.progress.csv`` (its training log: SB3's logger keys at every update) and ``<out>/runs/<run>.json``
+(its settings), atomically; runs already finished with the same settings are reused, so
 an interrupted comparison continues where it stopped and a broken run never erases another one. From all finished
 runs in ``<out>`` (those of earlier commands too, e.g. variants added with ``--label``) the command writes
 ``<out>/results.csv`` (tidy: one row per evaluation), ``<out>/curves_<env>.png`` (IQM or mean over seeds with 95%

@@ -66,7 +66,7 @@ def _collect(ray: Any, todo: list[RunSpec], out: Path, tqdm: Any) -> list[Failur
                 done, pending = ray.wait(pending, num_returns=1)
                 spec = tasks[done[0]]
                 try:
-                    write_run(out, spec, ray.get(done[0]))
+                    write_run(out, spec, *ray.get(done[0]))
                 except Exception as error:  # the run's own exception, raised again by ray.get
                     cause = getattr(error, "cause", None) or error
                     message = "".join(traceback.format_exception_only(type(cause), cause)).strip()

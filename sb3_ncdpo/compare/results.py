@@ -1,6 +1,7 @@
 """
 The runs of a comparison and their files: :class:`RunSpec` names a run, a finished run lies in ``<out>/runs`` as
-``<run>.csv`` (its evaluations, :data:`FIELDS`) and ``<run>.json`` (its settings, written last);
+``<run>.csv`` (its evaluations, :data:`FIELDS`), ``<run>.progress.csv`` (its training log, SB3's ``progress.csv``:
+every logger key at every update) and ``<run>.json`` (its settings, written last);
 :func:`load_rows` reads finished runs back (all of them, or those asked for) and :func:`missing_runs` names the runs
 asked for that are not finished.
 """

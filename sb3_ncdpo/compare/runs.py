@@ -150,20 +150,23 @@ def run_one(spec: RunSpec, out: Path, progress_bar: bool = False) -> Path:
     :param progress_bar: Show SB3's progress bar
     :return: Path of the run's CSV
     """
-    return write_run(out, spec, train_run(spec, progress_bar))
+    return write_run(out, spec, *train_run(spec, progress_bar))
 
 
-def train_run(spec: RunSpec, progress_bar: bool = False) -> list[dict[str, Any]]:
+def train_run(spec: RunSpec, progress_bar: bool = False) -> tuple[list[dict[str, Any]], str]:
     """
     Train and evaluate one run, writing nothing (a Ray task returns this to the driver, which writes the files).
 
     :param spec: The run
     :param progress_bar: Show SB3's progress bar
-    :return: Its evaluations, one row each (:data:`~sb3_ncdpo.compare.results.FIELDS`)
+    :return: Its evaluations, one row each (:data:`~sb3_ncdpo.compare.results.FIELDS`), and its training log: SB3's
+        ``progress.csv`` (every logger key at every update: ``train/approx_kl``, ``train/clip_fraction``,
+        ``train/explained_variance``, the diffusion policy's own keys, ...)
     """
     import torch as th
     from stable_baselines3.common.callbacks import EvalCallback
     from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.logger import configure
     from stable_baselines3.common.vec_env import sync_envs_normalization
 
     th.set_num_threads(spec.n_threads)
@@ -231,6 +234,7 @@ def train_run(spec: RunSpec, progress_bar: bool = False) -> list[dict[str, Any]]
     if pretrained:
         evaluate_now()  # the pre-trained policy itself, before any update
     with tempfile.TemporaryDirectory() as log_path:  # EvalCallback keeps each evaluation's episodes only with a log path
+        model.set_logger(configure(log_path, ["csv"]))
         callback = TimedEval(
             eval_env,
             eval_freq=max(spec.eval_freq // n_envs, 1),
@@ -240,25 +244,30 @@ def train_run(spec: RunSpec, progress_bar: bool = False) -> list[dict[str, Any]]
             verbose=0,
         )
         model.learn(spec.timesteps, callback=callback, progress_bar=progress_bar)
+        model.logger.close()
+        progress = (Path(log_path) / "progress.csv").read_text()
     if not rows or rows[-1]["timesteps"] != model.num_timesteps:
         evaluate_now()
-    return rows
+    return rows, progress
 
 
-def write_run(out: Path, spec: RunSpec, rows: list[dict[str, Any]]) -> Path:
+def write_run(out: Path, spec: RunSpec, rows: list[dict[str, Any]], progress: str = "") -> Path:
     """
-    Write a finished run's files: its evaluations (CSV) first, then its settings (JSON), whose presence marks the run
-    finished; each atomically.
+    Write a finished run's files: its evaluations (CSV) and its training log (``<run>.progress.csv``, where given)
+    first, then its settings (JSON), whose presence marks the run finished; each atomically.
 
     :param out: Output directory of the comparison
     :param spec: The run
     :param rows: Its evaluations
+    :param progress: Its training log (SB3's ``progress.csv``)
     :return: Path of the run's CSV
     """
     runs = out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     csv_path = runs / f"{spec.name}.csv"
     write_atomically(csv_path, to_csv(rows))
+    if progress:
+        write_atomically(runs / f"{spec.name}.progress.csv", progress)
     write_atomically(runs / f"{spec.name}.json", json.dumps(asdict(spec), indent=1))
     return csv_path
 
