@@ -139,6 +139,7 @@ def demos_stage(env_id: str, work: Path, args: argparse.Namespace) -> None:
         collect_policy_demos(
             GetActionPolicy(ENV_POLICY_MAP[task]()), env_id, dataset_id(env_id), args.n_demo_episodes, seed=0, **noise,
             algorithm_name="metaworld-scripted", description=f"Meta-World's scripted {task} expert with noise {noise}",
+            min_steps=args.demo_min_steps,
         )  # fmt: skip
         return
     ratio, n_episodes = args.medium_ratio, args.n_demo_episodes
@@ -155,6 +156,7 @@ def demos_stage(env_id: str, work: Path, args: argparse.Namespace) -> None:
         vecnormalize=folder / row["stats"],
         seed=0,
         description=f"PPO checkpoint {row['model']} (return {float(row['return_mean']):.1f}), stochastic actions",
+        min_steps=args.demo_min_steps,
     )
 
 
@@ -307,6 +309,7 @@ def main() -> None:
     parser.add_argument("--checkpoint-freq", type=int, default=10_000)
     parser.add_argument("--medium-ratio", type=float, default=1 / 3, help="medium return / expert return")
     parser.add_argument("--n-demo-episodes", type=int, default=20)
+    parser.add_argument("--demo-min-steps", type=int, default=0, help="more demo episodes until this many transitions")
     parser.add_argument("--bc-steps", type=int, default=10_000, help="BC gradient steps (at most, with --bc-patience)")
     parser.add_argument("--bc-patience", type=int, default=0, help="BC early stopping (BCConfig.patience; 0: off)")
     parser.add_argument("--action-noise", type=float, default=0.1, help="Meta-World demos: noise std of most episodes")

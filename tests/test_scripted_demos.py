@@ -49,6 +49,18 @@ def test_a_share_of_the_episodes_is_noisier_and_the_same_seed_makes_the_same_dat
     assert not np.array_equal(other.observations[:1], first.observations[:1])
 
 
+def test_min_steps_records_more_episodes_and_keeps_the_first_ones():
+    kwargs = dict(max_episode_steps=20, seed=1, noisy_fraction=0.5, noisy_action_noise=0.5)
+    first = collect_policy_demos(point_goal_env.go_to_goal, ENV, "test/few-v0", 3, **kwargs)
+    more = collect_policy_demos(point_goal_env.go_to_goal, ENV, "test/more-v0", 3, min_steps=200, **kwargs)
+    assert more.total_steps >= 200 > more.total_steps - 20 and more.total_episodes > 3  # stopped at the episode it passed 200
+    for kept, recorded in zip(more.iterate_episodes(), first.iterate_episodes(), strict=False):  # the same first three
+        np.testing.assert_array_equal(kept.observations, recorded.observations)
+        np.testing.assert_array_equal(kept.actions, recorded.actions)
+    enough = collect_policy_demos(point_goal_env.go_to_goal, ENV, "test/enough-v0", 3, min_steps=1, **kwargs)
+    assert enough.total_episodes == 3
+
+
 def test_the_episode_cap_truncates_and_a_class_with_get_action_is_reset_each_episode():
     idle = lambda observation: np.zeros(1, dtype=np.float32)  # noqa: E731  (never reaches the goal from |x| >= 0.1)
     dataset = collect_policy_demos(idle, ENV, "test/cap-v0", 3, max_episode_steps=7, seed=0)
@@ -102,6 +114,7 @@ def test_envs_without_success_have_no_flags():
         (dict(noisy_fraction=1.5), r"noisy_fraction must be in \[0, 1\], got 1.5"),
         (dict(noisy_action_noise=-1.0), "noisy_action_noise must be >= 0, got -1.0"),
         (dict(max_episode_steps=0), "max_episode_steps must be an int >= 1 or None, got 0"),
+        (dict(min_steps=-5), r"min_steps must be an int >= 0 \(0: exactly n_episodes\), got -5"),
     ],
 )
 def test_bad_quality_settings_are_refused(kwargs, message):
@@ -117,6 +130,7 @@ def test_bad_quality_settings_are_refused(kwargs, message):
         (["--policy", "point_goal_env:go_to_goal", "--algo", "ppo"], "--algo goes with --model, not --policy"),
         (["--policy", "point_goal_env:go_to_goal", "--noisy-fraction", "2"], "--noisy-fraction must be in [0, 1], got 2.0"),
         (["--model", "missing.zip", "--algo", "ppo"], "--model missing.zip: no such file"),
+        (["--policy", "point_goal_env:go_to_goal", "--min-steps", "-1"], "--min-steps must be an int >= 0"),
     ],
 )
 def test_bad_command_lines_are_refused_before_anything_is_recorded(args, message, capsys):

@@ -79,10 +79,11 @@ def collect_demos(
     noisy_fraction: float = 0.0,
     noisy_action_noise: float = 0.0,
     max_episode_steps: int | None = None,
+    min_steps: int = 0,
 ) -> Any:
     """
-    Record ``n_episodes`` episodes of a saved model into a new local Minari dataset (:func:`collect_policy_demos`
-    with the model's actions, through its saved observation normalisation).
+    Record ``n_episodes`` episodes (more with ``min_steps``) of a saved model into a new local Minari dataset
+    (:func:`collect_policy_demos` with the model's actions, through its saved observation normalisation).
 
     :param model_path: Saved model (``.zip``)
     :param algo: Its algorithm, by rl-zoo3 name (``ppo``, ``sac``, ``ncdpo``, ...)
@@ -100,6 +101,7 @@ def collect_demos(
     :param noisy_fraction: Share of the episodes played with ``noisy_action_noise`` instead of ``action_noise``
     :param noisy_action_noise: Noise std of those episodes
     :param max_episode_steps: Episode cap (``gymnasium.make``'s); ``None``: the env's own
+    :param min_steps: Record more episodes, if needed, until the dataset holds at least this many steps
     :return: The ``minari.MinariDataset``
     """
     import gymnasium as gym
@@ -130,7 +132,8 @@ def collect_demos(
         seed=seed,
         env_kwargs=env_kwargs,
         algorithm_name=name,
-        description=description or f"{n_episodes} episodes of {model_path} on {env_id}",
+        description=description or f"episodes of {model_path} on {env_id}",
+        min_steps=min_steps,
     )
 
 
@@ -218,6 +221,7 @@ def collect_policy_demos(
     env_kwargs: dict[str, Any] | None = None,
     algorithm_name: str = "policy",
     description: str | None = None,
+    min_steps: int = 0,
 ) -> Any:
     """
     Record ``n_episodes`` episodes of any policy (a scripted expert, a controller, a wrapped model) into a new local
@@ -227,6 +231,8 @@ def collect_policy_demos(
     (``info["success"]``, Meta-World's key, or ``info["is_success"]``, SB3's), every step's flag is stored as the
     dataset's ``infos["success"]`` (the first of the two keys the env has). Episode ``i`` starts from
     ``reset(seed=s_i)``, ``s`` drawn from ``numpy.random.SeedSequence(seed)``: the same arguments make the same dataset.
+    With ``min_steps``, episodes go on after the ``n_episodes`` first until the dataset holds at least ``min_steps``
+    steps (D4RL sizes its datasets in transitions); each of those is a noisier one with probability ``noisy_fraction``.
 
     :param policy: One observation in, one action out; its ``reset()``, if it has one, is called at each episode's
         start
@@ -242,6 +248,8 @@ def collect_policy_demos(
     :param env_kwargs: Keyword arguments of ``gymnasium.make``
     :param algorithm_name: What made the data (the dataset's ``algorithm_name``, with the noise added)
     :param description: Dataset description (a default names the env and the noise)
+    :param min_steps: Record more episodes, if needed, until the dataset holds at least this many steps (0: exactly
+        ``n_episodes``)
     :return: The ``minari.MinariDataset``
     """
     import gymnasium as gym
@@ -250,6 +258,8 @@ def collect_policy_demos(
     if not callable(policy):
         raise ValueError(f"policy must be callable (one observation -> one action), got {policy!r}")
     check_demo_settings(dataset_id, n_episodes, action_noise, noisy_fraction, noisy_action_noise, max_episode_steps)
+    if not isinstance(min_steps, int) or isinstance(min_steps, bool) or min_steps < 0:
+        raise ValueError(f"min_steps must be an int >= 0 (0: exactly n_episodes), got {min_steps!r}")
     make_kwargs = dict(env_kwargs or {}, **({"max_episode_steps": max_episode_steps} if max_episode_steps else {}))
     rng = np.random.default_rng(seed)
     noisy = np.zeros(n_episodes, dtype=bool)
@@ -269,19 +279,25 @@ def collect_policy_demos(
     noise_text = f" with Gaussian action noise {action_noise} (half-range units)" if action_noise > 0 else ""
     if noisy.any():
         noise_text += f", {noisy.sum()} of {n_episodes} episodes with noise {noisy_action_noise}"
-    episode_seeds = np.random.SeedSequence(seed).generate_state(n_episodes)
+        noise_text += f" (each later one with probability {noisy_fraction})" if min_steps else ""
+    seeds = np.random.SeedSequence(seed)
     # the collector's files live in the staging folder from the start: a kill or an error leaves no dataset behind
     with staged_dataset(dataset_id):
         step_data = success_step_data() if success else minari.StepDataCallback
         collector = minari.DataCollector(gym.make(env_id, **make_kwargs), step_data_callback=step_data, record_infos=success)
         try:
-            for episode in range(n_episodes):
-                std = noisy_action_noise if noisy[episode] else action_noise
-                _play_episode(policy, collector, int(episode_seeds[episode]), std, rng)
+            episode, n_steps = 0, 0
+            while episode < n_episodes or n_steps < min_steps:
+                is_noisy = noisy[episode] if episode < n_episodes else rng.random() < noisy_fraction
+                episode_seed = int(seeds.generate_state(episode + 1)[episode])  # the sequence's words are a stream
+                n_steps += _play_episode(
+                    policy, collector, episode_seed, noisy_action_noise if is_noisy else action_noise, rng
+                )
+                episode += 1
             collector.create_dataset(
                 dataset_id=dataset_id,
                 algorithm_name=algorithm_name + noise_text,
-                description=description or f"{n_episodes} episodes of {algorithm_name} on {env_id}{noise_text}",
+                description=description or f"{episode} episodes of {algorithm_name} on {env_id}{noise_text}",
             )
         finally:
             collector.close()  # its temporary files go before the staging folder does
@@ -392,15 +408,15 @@ def success_step_data() -> type:
     return SuccessStepData
 
 
-def _play_episode(policy: Callable[[np.ndarray], Any], env: Any, seed: int, std: float, rng: np.random.Generator) -> None:
-    """Play one episode of ``policy`` on ``env`` (the collector) with Gaussian action noise of ``std``."""
+def _play_episode(policy: Callable[[np.ndarray], Any], env: Any, seed: int, std: float, rng: np.random.Generator) -> int:
+    """Play one episode of ``policy`` on ``env`` (the collector) with Gaussian action noise of ``std``; return its length."""
     if callable(getattr(policy, "reset", None)):
         policy.reset()  # type: ignore[attr-defined]
     space = env.action_space
     if std > 0:
         half_range = (space.high - space.low) / 2
     observation, _ = env.reset(seed=seed)
-    done = False
+    done, n_steps = False, 0
     while not done:
         action = np.asarray(policy(observation))
         if std > 0:
@@ -408,7 +424,8 @@ def _play_episode(policy: Callable[[np.ndarray], Any], env: Any, seed: int, std:
         if isinstance(space, spaces.Box):
             action = action.astype(space.dtype)  # Minari checks that the action is in the space, dtype included
         observation, _, terminated, truncated, _ = env.step(action)
-        done = terminated or truncated
+        done, n_steps = terminated or truncated, n_steps + 1
+    return n_steps
 
 
 @contextlib.contextmanager
@@ -522,6 +539,8 @@ def check_recording_args(parser: argparse.ArgumentParser, args: argparse.Namespa
         parser.error(f"--noisy-fraction must be in [0, 1], got {args.noisy_fraction}")
     if args.max_episode_steps is not None and args.max_episode_steps < 1:
         parser.error(f"--max-episode-steps must be an int >= 1, got {args.max_episode_steps}")
+    if args.min_steps < 0:
+        parser.error(f"--min-steps must be an int >= 0 (0: exactly --n-episodes), got {args.min_steps}")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -548,6 +567,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--noisy-fraction", type=float, default=0.0, help="share of episodes with --noisy-action-noise")
     parser.add_argument("--noisy-action-noise", type=float, default=0.0, help="noise std of those episodes")
     parser.add_argument("--max-episode-steps", type=int, help="episode cap (default: the env's own)")
+    parser.add_argument("--min-steps", type=int, default=0, help="more episodes until the dataset has this many steps")
     parser.add_argument("--stochastic", action="store_true", help="sample the model's actions instead of its mode")
     parser.add_argument("--vecnormalize", help="the model's vecnormalize.pkl (default: found next to the model)")
     parser.add_argument("--seed", type=int, default=0)
@@ -594,6 +614,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         max_episode_steps=args.max_episode_steps,
         seed=args.seed,
         env_kwargs=eval_policy_kwargs(args.env_kwargs),
+        min_steps=args.min_steps,
     )
     if args.policy is not None:
         try:
