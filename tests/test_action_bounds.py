@@ -117,3 +117,30 @@ def test_desired_kl_lowers_a_learning_rate_that_moves_the_policy_too_far():
     assert logged["train/learning_rate"] == pytest.approx(3e-2 / LR_STEP)
     assert model.policy.optimizer.param_groups[0]["lr"] == pytest.approx(3e-2 / LR_STEP)
     assert {"train/grad_norm_actor", "train/grad_norm_critic", "train/grad_norm_std"} <= set(logged)
+
+
+@pytest.mark.parametrize("algo", [NCDPO, DPPO])
+def test_critic_learning_rate_trains_the_critic_at_its_own_rate(algo, tmp_path):
+    """Actor at rate 0, critic at 1e-3: only the critic moves, the rates are logged, and a saved model keeps them."""
+    kwargs = dict(n_steps=64, batch_size=32, n_epochs=2, learning_rate=0.0, critic_learning_rate=1e-3, seed=0)
+    model = algo("MlpDiffusionPolicy", "Pendulum-v1", policy_kwargs=dict(n_denoising_steps=2), **kwargs)
+    groups = parameter_groups(model.policy)
+    before = {name: [p.detach().clone() for p in params] for name, params in groups.items()}
+    model.learn(128)
+    for name, params in groups.items():
+        moved = [not th.equal(p, q) for p, q in zip(params, before[name], strict=True)]
+        assert all(moved) if name == "critic" else not any(moved), name
+    rates = sorted(group["lr"] for group in model.policy.optimizer.param_groups)
+    assert rates == [0.0, 1e-3]
+    assert model.logger.name_to_value["train/critic_learning_rate"] == 1e-3
+    model.save(tmp_path / "model")
+    loaded = algo.load(tmp_path / "model", env=model.get_env())
+    assert sorted(group["lr"] for group in loaded.policy.optimizer.param_groups) == [0.0, 1e-3]
+    th.testing.assert_close(loaded.policy.optimizer.state_dict()["state"], model.policy.optimizer.state_dict()["state"])
+    loaded.learn(64)  # the optimizer state fits the loaded groups
+
+
+@pytest.mark.parametrize("value", [0.0, -1e-3, "1e-3", True])
+def test_a_bad_critic_learning_rate_is_refused(value):
+    with pytest.raises(ValueError, match=r"critic_learning_rate must be a float > 0 .* got"):
+        NCDPO("MlpDiffusionPolicy", "Pendulum-v1", critic_learning_rate=value)

@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.utils import explained_variance, update_learning_rate
+from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
 from sb3_ncdpo.common.on_policy_diffusion_algorithm import OnPolicyDiffusionAlgorithm
 from sb3_ncdpo.common.train_log import TrainLog
-from sb3_ncdpo.common.update_rules import adapted_lr_scale, clip_gradients, parameter_groups
+from sb3_ncdpo.common.update_rules import adapted_lr_scale, clip_gradients, parameter_groups, set_learning_rates
 
 
 class DiffusionPPO(OnPolicyDiffusionAlgorithm):
@@ -103,14 +103,18 @@ class DiffusionPPO(OnPolicyDiffusionAlgorithm):
         return log, clip_range
 
     def _update_learning_rate(self, optimizers: list[th.optim.Optimizer] | th.optim.Optimizer) -> None:
-        """SB3's scheduled learning rate, times the KL-adapted ``lr_scale`` with ``desired_kl`` (logged as SB3 does)."""
-        if self.desired_kl is None:
-            super()._update_learning_rate(optimizers)
-            return
-        learning_rate = self.lr_schedule(self._current_progress_remaining) * self.lr_scale
+        """
+        SB3's scheduled learning rate, times the KL-adapted ``lr_scale`` with ``desired_kl`` (logged as SB3 does); the
+        critic's group at ``critic_learning_rate`` where one is given (logged as ``train/critic_learning_rate``).
+        """
+        learning_rate = self.lr_schedule(self._current_progress_remaining)
+        if self.desired_kl is not None:
+            learning_rate *= self.lr_scale
         self.logger.record("train/learning_rate", learning_rate)
+        if self.critic_learning_rate is not None:
+            self.logger.record("train/critic_learning_rate", self.critic_learning_rate)
         for optimizer in optimizers if isinstance(optimizers, list) else [optimizers]:
-            update_learning_rate(optimizer, learning_rate)
+            set_learning_rates(optimizer, learning_rate, self.critic_learning_rate)
 
     def _normalized(self, advantages: th.Tensor) -> th.Tensor:
         """:return: The advantages normalised over the minibatch, if ``normalize_advantage`` (not for one sample)"""

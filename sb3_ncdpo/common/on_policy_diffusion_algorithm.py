@@ -38,7 +38,7 @@ from sb3_ncdpo.common.observation_history import ObservationHistory, stacked_spa
 from sb3_ncdpo.common.policies import CnnDiffusionPolicy, DiffusionActorCriticPolicy, MultiInputDiffusionPolicy
 from sb3_ncdpo.common.policy_settings import check_action_space, check_policy_kwargs
 from sb3_ncdpo.common.pretrained import check_kept_policy_kwargs, init_from_pretrained, pretrained_policy_kwargs
-from sb3_ncdpo.common.update_rules import check_update_rules
+from sb3_ncdpo.common.update_rules import check_update_rules, critic_group_optimizer
 
 SelfOnPolicyDiffusionAlgorithm = TypeVar("SelfOnPolicyDiffusionAlgorithm", bound="OnPolicyDiffusionAlgorithm")
 
@@ -107,6 +107,7 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
         clip_grad_per_group: bool = True,
         desired_kl: float | None = None,
         chunk_reward: str = "discounted",
+        critic_learning_rate: float | None = None,
         _init_setup_model: bool = True,
         *,
         use_sde: bool = False,
@@ -119,7 +120,7 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
                 "state-dependent exploration for Gaussian policies); leave use_sde=False (sde_sample_freq is then ignored)"
             )
         check_finetune_args(critic_warmup_iters, bc_coef)
-        check_update_rules(clip_grad_per_group, desired_kl)
+        check_update_rules(clip_grad_per_group, desired_kl, critic_learning_rate)
         check_chunk_reward(chunk_reward)
         policy_class = self._get_policy_from_name(policy) if isinstance(policy, str) else policy
         if not (isinstance(policy_class, type) and issubclass(policy_class, DiffusionActorCriticPolicy)):
@@ -173,6 +174,7 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
         self.bc_coef = bc_coef
         self.clip_grad_per_group = clip_grad_per_group
         self.desired_kl = desired_kl
+        self.critic_learning_rate = critic_learning_rate
         self.chunk_reward = chunk_reward
         self.lr_scale = 1.0
         self._n_iterations_trained = 0
@@ -247,6 +249,8 @@ class OnPolicyDiffusionAlgorithm(OnPolicyAlgorithm):
             self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
         )
         self.policy = self.policy.to(self.device)
+        if self.critic_learning_rate is not None:
+            self.policy.optimizer = critic_group_optimizer(self.policy, self.lr_schedule(1), self.critic_learning_rate)
         # Saved with the model, so that the file loads with this chain whatever a later version's default.
         self.policy_kwargs["x0_clip_final"] = self.policy.chain.config.x0_clip_final
         self._set_up_reference_policy()

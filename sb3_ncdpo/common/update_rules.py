@@ -1,7 +1,8 @@
 """
-Two rules of the PPO update that a diffusion policy may need and SB3's PPO does not have: the gradient norm clipped per
-parameter group (actor, critic, final std) instead of over all parameters together, and a learning rate that follows the
-update's KL divergence (as robotics PPO codebases such as rsl_rl adapt it).
+Rules of the PPO update that a diffusion policy may need and SB3's PPO does not have: the gradient norm clipped per
+parameter group (actor, critic, final std) instead of over all parameters together, a learning rate that follows the
+update's KL divergence (as robotics PPO codebases such as rsl_rl adapt it), and a learning rate of the critic's own
+(DPPO's fine-tuning trains its critic at 100 times its actor's rate: a fresh critic beside a pre-trained actor).
 """
 
 import torch as th
@@ -14,12 +15,19 @@ from sb3_ncdpo.common.finetune import critic_parameters
 LR_STEP, LR_SCALE_RANGE = 1.5, (1e-2, 1.0)
 
 
-def check_update_rules(clip_grad_per_group: bool, desired_kl: float | None) -> None:
+def check_update_rules(clip_grad_per_group: bool, desired_kl: float | None, critic_learning_rate: float | None = None) -> None:
     """
     :param clip_grad_per_group: Whether the gradient norm is clipped per parameter group
     :param desired_kl: The KL divergence per update that the learning rate aims at (``None``: fixed by the schedule)
+    :param critic_learning_rate: The critic's constant learning rate (``None``: the actor's)
     :raises ValueError: naming the invalid argument and its allowed values
     """
+    is_rate = isinstance(critic_learning_rate, (int, float)) and not isinstance(critic_learning_rate, bool)
+    if critic_learning_rate is not None and not (is_rate and critic_learning_rate > 0):
+        raise ValueError(
+            f"critic_learning_rate must be a float > 0 (the critic's own constant rate), or None for the actor's "
+            f"learning_rate, got {critic_learning_rate!r}"
+        )
     if not isinstance(clip_grad_per_group, bool):
         raise ValueError(f"clip_grad_per_group must be a bool, got {clip_grad_per_group!r}")
     is_number = isinstance(desired_kl, (int, float)) and not isinstance(desired_kl, bool)
@@ -76,3 +84,32 @@ def adapted_lr_scale(scale: float, approx_kl: float, desired_kl: float) -> float
     if approx_kl < desired_kl / 2:
         return min(scale * LR_STEP, high)
     return scale
+
+
+#: The name of the optimizer's parameter group of the critic, where it has a learning rate of its own
+CRITIC_GROUP = "critic"
+
+
+def critic_group_optimizer(policy: ActorCriticPolicy, learning_rate: float, critic_learning_rate: float) -> th.optim.Optimizer:
+    """
+    :param policy: An actor-critic policy (its ``optimizer_class`` and ``optimizer_kwargs`` are used)
+    :param learning_rate: The rate of every parameter but the critic's
+    :param critic_learning_rate: The critic's rate (its group is named :data:`CRITIC_GROUP`)
+    :return: A new optimizer of the policy's class with two parameter groups: the critic's and all the others
+    """
+    critic = critic_parameters(policy)
+    taken = {id(p) for p in critic}
+    others = [p for p in policy.parameters() if id(p) not in taken]
+    groups = [{"params": others}, {"params": critic, "lr": critic_learning_rate, "name": CRITIC_GROUP}]
+    return policy.optimizer_class(groups, lr=learning_rate, **policy.optimizer_kwargs)  # type: ignore[call-arg, arg-type]
+
+
+def set_learning_rates(optimizer: th.optim.Optimizer, learning_rate: float, critic_learning_rate: float | None) -> None:
+    """
+    :param optimizer: An optimizer (made by :func:`critic_group_optimizer` or not)
+    :param learning_rate: The rate of every group but the critic's
+    :param critic_learning_rate: The critic group's rate (``None``: ``learning_rate``)
+    """
+    for group in optimizer.param_groups:
+        is_critic = group.get("name") == CRITIC_GROUP and critic_learning_rate is not None
+        group["lr"] = critic_learning_rate if is_critic else learning_rate

@@ -78,6 +78,8 @@ class DPPO(DiffusionPPO):
         std) instead of over all parameters together, as :class:`~sb3_ncdpo.NCDPO` does
     :param desired_kl: Adapt the learning rate to the update's KL divergence, as :class:`~sb3_ncdpo.NCDPO` does
         (``None``: the schedule alone)
+    :param critic_learning_rate: The critic's own constant learning rate, as :class:`~sb3_ncdpo.NCDPO` has it (DPPO's
+        fine-tuning configs: ``critic_lr`` 1e-3 beside an actor's 1e-5); ``None``: ``learning_rate``
     """
 
     default_policy_kwargs = DEFAULT_POLICY_KWARGS
@@ -122,6 +124,7 @@ class DPPO(DiffusionPPO):
         bc_coef: float = 0.0,
         clip_grad_per_group: bool = False,
         desired_kl: float | None = None,
+        critic_learning_rate: float | None = None,
         _init_setup_model: bool = True,
         *,
         use_sde: bool = False,
@@ -164,6 +167,7 @@ class DPPO(DiffusionPPO):
             bc_coef=bc_coef,
             clip_grad_per_group=clip_grad_per_group,
             desired_kl=desired_kl,
+            critic_learning_rate=critic_learning_rate,
             _init_setup_model=_init_setup_model,
             use_sde=use_sde,
             sde_sample_freq=sde_sample_freq,

@@ -78,6 +78,10 @@ class NCDPO(DiffusionPPO):
         return of the step-by-step MDP, default) or ``"sum"`` (DPPO's plain sum, and ``gamma`` per decision). A rollout
         then holds ``ceil(n_steps / n_action_steps)`` decisions per env, ``batch_size`` counts decisions, and
         ``num_timesteps`` env steps (docs/guide/chunks.md)
+    :param critic_learning_rate: The critic's own learning rate, constant (the value network and a features extractor
+        of its own; one shared with the actor follows ``learning_rate``), logged as ``train/critic_learning_rate``:
+        when fine-tuning, a fresh critic beside a pre-trained actor (DPPO trains its critic at 100 times its actor's
+        rate). ``None`` (default): every parameter at ``learning_rate``, as SB3's PPO
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     :param use_sde: PPO's gSDE switch, for PPO's argument list: must be False (a diffusion policy explores through its
         denoising noise)
