@@ -75,7 +75,8 @@ def pilot(task: str, args: argparse.Namespace, work: Path) -> list[dict]:
         cloned = time.perf_counter()
         env = make_vec_env(metaworld_id(task), n_envs=1, seed=100)
         model = NCDPO("MlpDiffusionPolicy", env, pretrained=folder, seed=bc_seed)
-        mean, successes = evaluate_success(model, env, args.n_eval_episodes)
+        # the model's env: the clone's observation normaliser wraps `env` there
+        mean, successes = evaluate_success(model, model.get_env(), args.n_eval_episodes)
         seconds = dict(demos=demo_seconds, bc=round(cloned - recorded), eval=round(time.perf_counter() - cloned))
         rows.append(
             dict(
