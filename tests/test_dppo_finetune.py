@@ -134,10 +134,15 @@ def test_finetune_through_the_cli(tmp_path):
 
 
 def _finetune_entries() -> list[str]:
+    """The entries of dppo_finetune.yml, one per distinct entry (the Meta-World ids share one through YAML aliases)."""
     from sb3_ncdpo.zoo import hyperparams_file
 
     with open(hyperparams_file("dppo_finetune")) as file:
-        return list(yaml.safe_load(file))
+        table = yaml.safe_load(file)
+    first_of = {}
+    for env_id, entry in table.items():
+        first_of.setdefault(id(entry), env_id)  # an alias loads as the same dict
+    return list(first_of.values())
 
 
 @pytest.mark.parametrize("env_id", _finetune_entries())
