@@ -244,7 +244,7 @@ def report(envs: list[str], work: Path, out: Path) -> str:
     ``finetune.md``: expert, medium policy, demonstrations, BC (step 0) and fine-tuned returns (success rates on
     Meta-World ids), medians over seeds.
     """
-    from sb3_ncdpo.compare import final_rows, load_rows
+    from sb3_ncdpo.compare import checkpoint_table, final_rows, load_rows
 
     rows = load_rows(out) if (out / "runs").exists() else []
     algos = sorted({r["algo"] for r in rows})
@@ -283,11 +283,21 @@ def report(envs: list[str], work: Path, out: Path) -> str:
             steps = "/".join(str(t) for t in sorted({r["timesteps"] for r in end}))
             cells.append(f"{_median_text([r[metric] for r in end], digits)} at {steps}" if end else "-")
         lines.append("| " + " | ".join(cells) + " |")
+    at_checkpoints = [
+        checkpoint_table(
+            [r for r in rows if r["env"] == env_id],
+            "eval_success_rate" if metaworld_task(env_id) else "eval_return_mean",
+            digits=2 if metaworld_task(env_id) else 0,
+        )
+        for env_id in envs
+        if any(r["env"] == env_id for r in rows)
+    ]
     text = "\n".join(lines)
     (out / "finetune.md").write_text(
         text + "\n\nMedians over seeds [min, max]; deterministic evaluation; success rates on Meta-World ids, returns "
         "elsewhere. Expert / medium: stochastic PPO actions, the policies that made the demonstrations (Meta-World: "
-        "the scripted expert with Gaussian action noise).\n"
+        "the scripted expert with Gaussian action noise).\n\nAt checkpoints (IQM over seeds, rliable's 95% stratified "
+        "bootstrap interval; step 0 is the BC policy):\n\n" + "\n\n".join(at_checkpoints) + "\n"
     )
     return text
 

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from sb3_ncdpo.cli import main as cli
-from sb3_ncdpo.compare import FIELDS, RunSpec, execute, finished_specs, make_model, report, summary_table
+from sb3_ncdpo.compare import FIELDS, RunSpec, checkpoint_table, execute, finished_specs, make_model, report, summary_table
 from sb3_ncdpo.compare.runs import entry_values
+from sb3_ncdpo.compare.stats import checkpoint_steps
 from sb3_ncdpo.zoo import load_hyperparams
 
 ENV = "InvertedPendulum-v5"
@@ -96,6 +97,25 @@ def test_small_returns_get_two_decimals():
     table = summary_table(rows("Football", [0.27, 0.31, 0.35]) + rows("Hopper", [812.34, 812.34, 812.34]), metric="mean")
     cells = [line.split("|")[5].strip() for line in table.splitlines()[2:]]
     assert cells[0].startswith("0.31 [") and cells[2] == "812.3 [812.3, 812.3]"
+
+
+def test_checkpoint_table_reports_the_metric_at_steps_every_run_has():
+    # ncdpo seeds 0-2 evaluated every 10 steps up to 60, ppo seed 0 also at 5 and 65: only the common steps count
+    steps = {("ncdpo", s): range(0, 70, 10) for s in range(3)} | {("ppo", 0): [0, 5, *range(10, 70, 10), 65]}
+    rows = [
+        dict(algo=algo, env="E", seed=seed, timesteps=t, eval_success_rate=(seed + 1) * t / 100)
+        for (algo, seed), ts in steps.items()
+        for t in ts
+    ]
+    assert checkpoint_steps(rows, 7) == [0, 10, 20, 30, 40, 50, 60]
+    assert checkpoint_steps(rows, 3) == [0, 30, 60]
+    table = checkpoint_table(rows, "eval_success_rate", metric="mean", n_columns=3).splitlines()
+    assert table[0] == "| E: eval_success_rate, mean [95% CI] | runs | 0 steps | 30 steps | 60 steps |"
+    # at 60 steps: ncdpo's seeds give 0.6, 1.2, 1.8 (mean 1.2); ppo's one seed 0.6, an interval of width 0
+    assert table[2].startswith("| ncdpo | 3 | 0.00 [0.00, 0.00] | 0.60 [") and "| 1.20 [" in table[2]
+    assert table[3] == "| ppo | 1 | 0.00 [0.00, 0.00] | 0.30 [0.30, 0.30] | 0.60 [0.60, 0.60] |"
+    with pytest.raises(ValueError, match="n_columns must be an int >= 2, got 1"):
+        checkpoint_steps(rows, 1)
 
 
 def test_resume_reuses_finished_runs(compared, capsys):

@@ -78,6 +78,56 @@ def algos_in_order(algos: set[str]) -> list[str]:
     return [a for a in COMPARED if a in algos] + sorted(algos - set(COMPARED), key=natural)
 
 
+def checkpoint_steps(rows: list[dict[str, Any]], n_columns: int) -> list[int]:
+    """
+    :param rows: Evaluation rows of the runs of one env
+    :param n_columns: At most this many checkpoints (>= 2)
+    :return: Evaluation steps that every run has, evenly spread from the first to the last, ``n_columns`` at most
+    """
+    if n_columns < 2:
+        raise ValueError(f"n_columns must be an int >= 2, got {n_columns!r}")
+    runs: dict[tuple[str, int], set[int]] = {}
+    for row in rows:
+        runs.setdefault((row["algo"], row["seed"]), set()).add(row["timesteps"])
+    common = sorted(set.intersection(*runs.values())) if runs else []
+    if len(common) <= n_columns:
+        return common
+    picks = np.linspace(0, len(common) - 1, n_columns).round().astype(int)
+    return [common[i] for i in picks]
+
+
+def checkpoint_table(rows: list[dict[str, Any]], key: str, metric: str = "iqm", n_columns: int = 5, digits: int = 2) -> str:
+    """
+    The metric over seeds with its 95% interval at checkpoints of training, per env and algorithm (what a fine-tuning
+    benchmark reports: where each method stands at equal budgets, not only at the end).
+
+    :param rows: Evaluation rows of finished runs
+    :param key: The evaluated quantity: ``"eval_success_rate"`` or ``"eval_return_mean"``
+    :param metric: ``"iqm"`` or ``"mean"``
+    :param n_columns: At most this many checkpoints per env (:func:`checkpoint_steps`)
+    :param digits: Decimals of the values
+    :return: A markdown table per env (one row per algorithm, one column per checkpoint), separated by blank lines
+    """
+    label = metric.upper() if metric == "iqm" else metric
+    tables = []
+    for env_id in sorted({r["env"] for r in rows}):
+        env_rows = [r for r in rows if r["env"] == env_id and r.get(key) is not None]
+        steps = checkpoint_steps(env_rows, n_columns)
+        lines = [
+            f"| {env_id}: {key}, {label} [95% CI] | runs | " + " | ".join(f"{s:,} steps" for s in steps) + " |",
+            "|---|---|" + "---|" * len(steps),
+        ]
+        for algo in algos_in_order({r["algo"] for r in env_rows}):
+            cells = []
+            for step in steps:
+                values = np.array([r[key] for r in env_rows if r["algo"] == algo and r["timesteps"] == step])
+                cells.append("{:.{d}f} [{:.{d}f}, {:.{d}f}]".format(*interval(values, metric), d=digits))
+            n_runs = len({r["seed"] for r in env_rows if r["algo"] == algo})
+            lines.append(f"| {algo} | {n_runs} | " + " | ".join(cells) + " |")
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
+
+
 def summary_table(rows: list[dict[str, Any]], metric: str = "iqm") -> str:
     """
     :param rows: Evaluation rows of finished runs
