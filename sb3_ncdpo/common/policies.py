@@ -118,6 +118,13 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
     :param chunk_log_prob: What the PPO ratio of a chunk is made of: the log-probability of the ``"executed"``
         actions (the first ``n_action_steps``, DPPO's choice, default) or of the whole denoised chunk (``"horizon"``);
         the entropy covers the same actions. The same with ``n_action_steps == horizon``
+    :param chain_noise_scale: Scale of the chain's noise ``(x_K, z_K, ..., z_2)`` when actions are sampled (NCDPO only;
+        1, the default, samples the chain as trained). NCDPO's ratio is the final step's Gaussian given that noise, so
+        only the final step's noise is exploration its policy gradient credits: the spread of the final mean over the
+        chain noise moves the executed actions without entering the ratio (``benchmarks/exploration_credit.py``: 8 % of
+        a Meta-World clone's action variance is credited at ``fixed_std=0.1``). Below 1 that uncredited spread shrinks;
+        at 0 the chain runs from zero noise (the deterministic action's mean) and the final Gaussian is all the
+        exploration. The stored noise is the scaled one, so replay stays exact
     """
 
     #: Keyword arguments that fine-tuning may change from the pre-trained policy's, besides the chain's own
@@ -134,6 +141,7 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
             "n_finetuned_steps",
             "gradient_checkpointing",
             "chunk_log_prob",
+            "chain_noise_scale",
         }
     )
     traces: PolicyTraces
@@ -184,6 +192,7 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
         n_action_steps: int = 1,
         n_obs_steps: int = 1,
         chunk_log_prob: str = DEFAULT_CHUNK_LOG_PROB,
+        chain_noise_scale: float = 1.0,
     ):
         check_action_space(action_space)
         if x0_clip_final is None:
@@ -202,6 +211,7 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
                 n_action_steps=n_action_steps,
                 n_obs_steps=n_obs_steps,
                 chunk_log_prob=chunk_log_prob,
+                chain_noise_scale=chain_noise_scale,
             )
         )
         check_chunk_spaces(observation_space, action_space, horizon, n_obs_steps)
@@ -235,6 +245,7 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
         self.min_std = min_std
         self.n_finetuned_steps = n_finetuned_steps
         self.gradient_checkpointing = gradient_checkpointing
+        self.chain_noise_scale = chain_noise_scale
         super().__init__(
             observation_space,
             action_space,
@@ -340,6 +351,7 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
             n_action_steps=self.n_action_steps,
             n_obs_steps=self.n_obs_steps,
             chunk_log_prob=self.chunk_log_prob,
+            chain_noise_scale=self.chain_noise_scale,
         )
         return data
 
@@ -399,9 +411,11 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
     def sample_noise(self, batch_size: int) -> th.Tensor:
         """
         :param batch_size: Number of transitions
-        :return: Fresh denoising noise of shape ``(batch_size, *noise_shape)`` on the policy's device
+        :return: Fresh denoising noise of shape ``(batch_size, *noise_shape)`` on the policy's device, scaled by
+            ``chain_noise_scale``
         """
-        return self.chain.sample_noise(batch_size, self.chain_dim, device=self.device, dtype=self._noise_dtype)
+        noise = self.chain.sample_noise(batch_size, self.chain_dim, device=self.device, dtype=self._noise_dtype)
+        return noise if self.chain_noise_scale == 1.0 else noise * self.chain_noise_scale
 
     @property
     def _noise_dtype(self) -> th.dtype:

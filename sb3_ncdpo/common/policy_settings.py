@@ -87,6 +87,9 @@ def check_policy_kwargs(policy_kwargs: dict[str, Any]) -> None:
         policy_kwargs.get("denoiser_hidden_sizes", DEFAULT_DENOISER_SIZES), policy_kwargs.get("residual", False)
     )
     check_std_settings(policy_kwargs.get("fixed_std"), policy_kwargs.get("min_std", DEFAULT_MIN_STD))
+    scale = policy_kwargs.get("chain_noise_scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0.0 <= scale <= 1.0:
+        raise ValueError(f"chain_noise_scale must be a float in [0, 1], got {scale!r}")
     if not isinstance(policy_kwargs.get("gradient_checkpointing", False), bool):
         raise ValueError(f"gradient_checkpointing must be a bool, got {policy_kwargs['gradient_checkpointing']!r}")
     n_denoising_steps = policy_kwargs.get("n_denoising_steps", CHAIN_DEFAULTS.n_denoising_steps)

@@ -130,6 +130,11 @@ class DPPO(DiffusionPPO):
         use_sde: bool = False,
         sde_sample_freq: int = -1,
     ):
+        if (policy_kwargs or {}).get("chain_noise_scale", 1.0) != 1.0:
+            # DPPO's likelihood is each step's Gaussian at the chain's own std: scaled noise would sample another policy
+            raise ValueError(
+                f"chain_noise_scale must be 1 with DPPO (an NCDPO option), got {policy_kwargs['chain_noise_scale']!r}"  # type: ignore[index]
+            )
         self.denoising_mdp = DenoisingMDP(
             gamma_denoising=gamma_denoising,
             min_logprob_std=min_logprob_std,
