@@ -41,6 +41,7 @@ CHAINS = [
     dict(SMALL, x0_clip=None),
     dict(SMALL, n_denoising_steps=4, prediction_type="sample"),
     dict(SMALL, sampler="ddim", ddim_eta=0.5, prediction_type="sample", x0_clip=None),
+    dict(SMALL, chain_noise_scale=0.5),
 ]
 
 
@@ -70,6 +71,25 @@ def assert_stored_noise_replays(model: NCDPO, policy_kwargs: dict) -> None:
 def test_stored_noise_reproduces_old_log_prob(policy_kwargs):
     model = collected(NCDPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, policy_kwargs=policy_kwargs, seed=1))
     assert_stored_noise_replays(model, policy_kwargs)
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.5])
+def test_chain_noise_scale_scales_the_stored_noise_and_leaves_the_final_gaussian(scale):
+    policy_kwargs = dict(SMALL, chain_noise_scale=scale, fixed_std=0.2)
+    model = collected(NCDPO("MlpPolicy", "Pendulum-v1", n_steps=512, batch_size=64, policy_kwargs=policy_kwargs, seed=3))
+    noises = model.rollout_buffer.noises
+    # 512 transitions x 3 steps x 1 dim of N(0, scale^2): the sample std within 5% of scale (exactly 0 at scale 0)
+    assert noises.std() == pytest.approx(scale, rel=0.05, abs=0.0)
+    obs = th.as_tensor(model.rollout_buffer.observations.reshape(-1, 3))
+    if scale > 0:
+        assert_stored_noise_replays(model, policy_kwargs)
+    with th.no_grad():
+        actions, _, _, noise = model.policy.forward_with_noise(obs)
+        deterministic, *_ = model.policy.forward_with_noise(obs, deterministic=True)
+    if scale == 0.0:
+        # zero chain noise: the sampled action is the deterministic action's mean plus the final step's N(0, 0.2^2)
+        assert th.count_nonzero(noise) == 0
+        assert (actions - deterministic).std().item() == pytest.approx(0.2, rel=0.1)
 
 
 def test_stored_noise_reproduces_old_log_prob_with_dict_observations():

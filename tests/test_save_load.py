@@ -208,6 +208,7 @@ def test_save_load_policy(tmp_path, device):
         denoiser_activation_fn=nn.ReLU,
         fixed_std=0.3,
         min_std=0.01,
+        chain_noise_scale=0.25,
         net_arch=dict(pi=[8], vf=[16]),
         share_features_extractor=False,
     )
@@ -229,7 +230,7 @@ def test_save_load_policy(tmp_path, device):
     assert policy.chain.config == config
     assert (policy.denoiser_hidden_sizes, policy.residual, policy.time_embed_dim) == ([16, 16, 16], True, 8)
     assert policy.denoiser_activation_fn is nn.ReLU
-    assert (policy.fixed_std, policy.min_std) == (0.3, 0.01)
+    assert (policy.fixed_std, policy.min_std, policy.chain_noise_scale) == (0.3, 0.01, 0.25)
     assert not policy.log_std.requires_grad
     assert not policy.share_features_extractor
     assert policy.pi_features_extractor is not policy.vf_features_extractor
