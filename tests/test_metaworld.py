@@ -110,6 +110,7 @@ def test_compare_reports_the_success_rate_of_a_metaworld_id(tmp_path, algo):
 def test_train_fine_tunes_a_chunked_clone_on_a_metaworld_id_and_reports_success(tmp_path, monkeypatch, algo):
     """Scripted demos -> BC with 4-action chunks -> `sb3-ncdpo train --pretrained` with the packaged Meta-World entry."""
     from sb3_ncdpo.cli import main
+    from sb3_ncdpo.dppo import DPPO
     from sb3_ncdpo.ncdpo import NCDPO
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
@@ -129,10 +130,12 @@ def test_train_fine_tunes_a_chunked_clone_on_a_metaworld_id_and_reports_success(
     evaluations = np.load(run / "evaluations.npz")
     assert evaluations["successes"].shape == (2, 2)  # two evaluations of two episodes, each with its success flag
     assert evaluations["timesteps"].tolist() == [40, 80]
-    if algo == "ncdpo":  # the packaged Meta-World entry and the clone's chunks
-        model = NCDPO.load(run / f"{env_id.replace('/', '-')}.zip", device="cpu")
-        assert model.policy.fixed_std == 0.1 and model.policy.n_action_steps == 4 and model.critic_warmup_iters == 2
-        assert model.gamma == 0.99 and model.lr_schedule(1.0) == 3e-5
+    # the packaged Meta-World entry (tuned: benchmarks/results/metaworld_tuning2) and the clone's chunks
+    model = (NCDPO if algo == "ncdpo" else DPPO).load(run / f"{env_id.replace('/', '-')}.zip", device="cpu")
+    assert model.policy.n_action_steps == 4 and model.critic_warmup_iters == 2 and model.gamma == 0.99
+    assert model.lr_schedule(1.0) == 3e-5 and model.critic_learning_rate == 1e-3
+    # NCDPO's final std 0.4; DPPO fine-tunes every step of the clone's chain (K' = K = 5 here) at its final std 0.1
+    assert (model.policy.fixed_std, model.policy.trained_steps) == ((0.4, 5) if algo == "ncdpo" else (0.1, 5))
 
 
 def test_every_metaworld_id_has_a_fine_tuning_entry():
