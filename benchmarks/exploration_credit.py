@@ -26,16 +26,16 @@ from stable_baselines3.common.env_util import make_vec_env
 from sb3_ncdpo import NCDPO
 
 
-def chain_spread(env_id: str, pretrained: str, fixed_std: float, args: argparse.Namespace) -> dict[str, Any]:
+def chain_spread(env_id: str, pretrained: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     """
     :param env_id: The clone's env
     :param pretrained: Its pre-trained folder
-    :param fixed_std: The final step's std NCDPO fine-tunes with
-    :param args: The command line (``n_envs``, ``n_steps``, ``every``, ``n_draws``)
-    :return: The spread of the final mean over the chain noise, and the credited share of the action variance
+    :param args: The command line (``fixed_std``, ``n_envs``, ``n_steps``, ``every``, ``n_draws``)
+    :return: Per final std NCDPO could fine-tune with: the spread of the final mean over the chain noise (the same for
+        every std: the final step's std does not enter the mean) and the credited share of the action variance
     """
     env = make_vec_env(env_id, n_envs=args.n_envs, seed=0)
-    model = NCDPO("MlpDiffusionPolicy", env, pretrained=pretrained, policy_kwargs=dict(fixed_std=fixed_std), seed=0)
+    model = NCDPO("MlpDiffusionPolicy", env, pretrained=pretrained, seed=0)
     venv = model.get_env()  # the clone's observation normaliser wraps the env
     assert venv is not None
     obs, states = venv.reset(), []
@@ -53,15 +53,14 @@ def chain_spread(env_id: str, pretrained: str, fixed_std: float, args: argparse.
         means = gaussian.mean.reshape(batch.shape[0], args.n_draws, -1)
     spread = means.std(dim=1).flatten().cpu().numpy()
     chain_variance = float((means.var(dim=1)).mean())
-    return {
+    stats = {
         "env": env_id,
-        "fixed_std": fixed_std,
         "n_states": int(batch.shape[0]),
         "chain_std_median": float(np.median(spread)),
         "chain_std_mean": float(spread.mean()),
         "chain_std_p90": float(np.quantile(spread, 0.9)),
-        "credited_share": fixed_std**2 / (fixed_std**2 + chain_variance),
     }
+    return [{**stats, "fixed_std": std, "credited_share": std**2 / (std**2 + chain_variance)} for std in args.fixed_std]
 
 
 def main() -> None:
@@ -84,7 +83,7 @@ def main() -> None:
         if not Path(args.pretrained.format(env=env_id)).is_dir():
             parser.error(f"--pretrained: no folder {args.pretrained.format(env=env_id)}")
     th.set_num_threads(1)
-    rows = [chain_spread(e, args.pretrained.format(env=e), s, args) for e in args.env for s in args.fixed_std]
+    rows = [row for e in args.env for row in chain_spread(e, args.pretrained.format(env=e), args)]
     lines = [
         "| env | final std (credited) | std of the final mean over the chain noise: median / mean / p90 | credited share of "
         "the action variance |",
