@@ -133,7 +133,14 @@ def test_ctrl_c_in_compare_ends_with_one_line_saying_how_to_resume(tmp_path):
     """SIGINT to the whole process group, as a terminal sends it: no traceback from the command or its run processes."""
     command = [sys.executable, "-m", "sb3_ncdpo", "compare", "--env", "Pendulum-v1", "--algos", "ppo", "--seeds", "2"]
     command += ["--timesteps", "1000000", "--n-jobs", "2", "--out", str(tmp_path / "out")]
-    child = subprocess.Popen(command, stderr=subprocess.PIPE, start_new_session=True)
+    # A terminal's foreground job has Ctrl-C's default disposition; a test runner started in the background by a
+    # non-interactive shell ignores SIGINT, and Python does not install its handler where it is ignored at start-up.
+    child = subprocess.Popen(
+        command,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     assert child.stderr is not None
     seen = b""
     while b"runs:" not in seen:  # the run processes are being started
