@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sb3_ncdpo.compare import load_rows
-from sb3_ncdpo.compare.results import file_stem
+from sb3_ncdpo.compare import finished_specs, load_rows
 
 #: Training-log keys summarised by their median over the policy updates
 DIAGNOSTICS = ("train/approx_kl", "train/clip_fraction", "train/explained_variance")
@@ -74,10 +73,9 @@ def main() -> None:
         "| variant | task | approx_kl | clip fraction | explained variance | rollout success (last third) |",
         "|---|---|---|---|---|---|",
     ]
-    for variant, env in sorted(by_run):
-        seed = by_run[(variant, env)][0]["seed"]
-        cells = diagnostics(args.out / "runs" / f"{variant}__{file_stem(env)}__seed{seed}.progress.csv")
-        lines.append(f"| {variant} | {env.split('metaworld-')[-1]} | " + " | ".join(cells) + " |")
+    for spec in sorted(finished_specs(args.out).values(), key=lambda s: (s.variant, s.env)):
+        cells = diagnostics(args.out / "runs" / f"{spec.name}.progress.csv")
+        lines.append(f"| {spec.variant} | {spec.env.split('metaworld-')[-1]} | " + " | ".join(cells) + " |")
     text = "\n".join(lines)
     (args.out / "tuning.md").write_text(text + "\n")
     print(text)
