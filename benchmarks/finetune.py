@@ -239,10 +239,16 @@ def _relative(path: Path) -> str:
     return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd()) else str(path)
 
 
-def report(envs: list[str], work: Path, out: Path) -> str:
+def report(envs: list[str], work: Path, out: Path, chunk: list[int] | None = None) -> str:
     """
     ``finetune.md``: expert, medium policy, demonstrations, BC (step 0) and fine-tuned returns (success rates on
-    Meta-World ids), medians over seeds.
+    Meta-World ids), medians over seeds; the metric at checkpoints; where NCDPO stands against DPPO and PPO at them,
+    and the issue's goal read from that.
+
+    :param envs: The env ids reported
+    :param work: The models and datasets folder
+    :param out: The results folder (compare's ``--out``)
+    :param chunk: ``[horizon, n_action_steps]`` of the diffusion runs compared (their labels' suffix), or ``None``
     """
     from sb3_ncdpo.compare import checkpoint_table, final_rows, load_rows
 
@@ -297,9 +303,56 @@ def report(envs: list[str], work: Path, out: Path) -> str:
         text + "\n\nMedians over seeds [min, max]; deterministic evaluation; success rates on Meta-World ids, returns "
         "elsewhere. Expert / medium: stochastic PPO actions, the policies that made the demonstrations (Meta-World: "
         "the scripted expert with Gaussian action noise).\n\nAt checkpoints (IQM over seeds, rliable's 95% stratified "
-        "bootstrap interval; step 0 is the BC policy):\n\n" + "\n\n".join(at_checkpoints) + "\n"
+        "bootstrap interval; step 0 is the BC policy):\n\n"
+        + "\n\n".join(at_checkpoints)
+        + "\n\n"
+        + goal_text(rows, envs, chunk)
     )
     return text
+
+
+def goal_text(rows: list[dict[str, Any]], envs: list[str], chunk: list[int] | None) -> str:
+    """
+    Where NCDPO stands against DPPO and PPO at each checkpoint, per env, and the benchmark's goal read from it: NCDPO at
+    or above DPPO at every checkpoint on every env, ahead of it with intervals apart at the last checkpoint on at
+    least half, and above PPO (from a Gaussian clone) at the last checkpoint.
+
+    :param rows: compare's evaluation rows
+    :param envs: The env ids reported
+    :param chunk: ``[horizon, n_action_steps]`` of the diffusion runs compared (their labels' suffix), or ``None``
+    :return: Markdown: the standings' tables and the goal's three counts
+    """
+    from sb3_ncdpo.compare import standings, versus_table
+
+    ncdpo, dppo = (algo + chunk_name(chunk) for algo in ("ncdpo", "dppo"))
+    rows = [r for r in rows if r["env"] in envs]
+    key = {env_id: "eval_success_rate" if metaworld_task(env_id) else "eval_return_mean" for env_id in envs}
+    tables, every, apart, above_ppo = [], [], [], []
+    for env_id in envs:
+        env_rows = [r for r in rows if r["env"] == env_id]
+        found = standings(env_rows, key[env_id], ncdpo, [dppo, "ppo"])
+        if env_id not in found:
+            continue
+        tables.append(versus_table(env_rows, key[env_id], ncdpo, [dppo, "ppo"]))
+        words = found[env_id][1]
+        if dppo in words:
+            every.append(all(w in ("at or above", "above, apart") for w in words[dppo]))
+            apart.append(words[dppo][-1] == "above, apart")
+        if "ppo" in words:
+            above_ppo.append(words["ppo"][-1] in ("at or above", "above, apart"))
+    if not tables:
+        return ""
+    goals = [
+        (every, f"at or above {dppo} at every checkpoint", "all"),
+        (apart, f"above {dppo} with intervals apart at the last checkpoint", "at least half"),
+        (above_ppo, "at or above ppo at the last checkpoint", "all"),
+    ]
+    counts = "".join(f"- {what}: {sum(met)} of {len(met)} envs (goal: {goal})\n" for met, what, goal in goals if met)
+    return (
+        f'Where {ncdpo} stands ("apart": the 95% intervals do not overlap; else by the IQM alone):\n\n'
+        + "\n\n".join(tables)
+        + f"\n\nThe goal, read from these tables:\n\n{counts}"
+    )
 
 
 def _median_text(values: list[float], digits: int = 0) -> str:
@@ -358,7 +411,7 @@ def main() -> None:
     if "finetune" in args.stages:
         finetune_stage(args.env, args.work, args)
     if "report" in args.stages:
-        print(report(args.env, args.work, args.out))
+        print(report(args.env, args.work, args.out, args.chunk))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import pytest
 from sb3_ncdpo.cli import main as cli
 from sb3_ncdpo.compare import FIELDS, RunSpec, checkpoint_table, execute, finished_specs, make_model, report, summary_table
 from sb3_ncdpo.compare.runs import entry_values
-from sb3_ncdpo.compare.stats import checkpoint_steps
+from sb3_ncdpo.compare.stats import checkpoint_steps, standing, versus_table
 from sb3_ncdpo.zoo import load_hyperparams
 
 ENV = "InvertedPendulum-v5"
@@ -116,6 +116,32 @@ def test_checkpoint_table_reports_the_metric_at_steps_every_run_has():
     assert table[3] == "| ppo | 1 | 0.00 [0.00, 0.00] | 0.30 [0.30, 0.30] | 0.60 [0.60, 0.60] |"
     with pytest.raises(ValueError, match="n_columns must be an int >= 2, got 1"):
         checkpoint_steps(rows, 1)
+
+
+def test_versus_table_says_where_an_algorithm_stands_at_each_checkpoint():
+    assert standing(0.5, 0.4, 0.6, (0.2, 0.1, 0.39)) == "above, apart"
+    assert standing(0.5, 0.4, 0.6, (0.2, 0.1, 0.4)) == "at or above"  # touching intervals overlap
+    assert standing(0.5, 0.4, 0.6, (0.55, 0.5, 0.7)) == "below"
+    assert standing(0.5, 0.4, 0.6, (0.8, 0.61, 0.9)) == "below, apart"
+    values = {
+        "a": [(0.5, 0.5, 0.5), (0.6, 0.7, 0.8), (0.4, 0.5, 0.6)],
+        "b": [(0.5, 0.5, 0.5), (0.1, 0.2, 0.3), (0.45, 0.55, 0.65)],
+        "c": [(0.5, 0.5, 0.5), (0.6, 0.7, 0.8), (0.9, 0.9, 0.9)],
+    }
+    rows = [
+        dict(algo=algo, env="E", seed=seed, timesteps=10 * i, eval_success_rate=by_seed[seed])
+        for algo, checkpoints in values.items()
+        for i, by_seed in enumerate(checkpoints)
+        for seed in range(3)
+    ]
+    rows += [dict(algo="a", env="F", seed=0, timesteps=0, eval_success_rate=1.0)]  # no baseline there: left out
+    table = versus_table(rows, "eval_success_rate", "a", ["b", "c", "d"], metric="mean", n_columns=3).splitlines()
+    assert table == [
+        "| E: a vs (eval_success_rate, mean, 95% CIs) | 0 steps | 10 steps | 20 steps |",
+        "|---|---|---|---|",
+        "| b | at or above | above, apart | below |",
+        "| c | at or above | at or above | below, apart |",
+    ]
 
 
 def test_resume_reuses_finished_runs(compared, capsys):

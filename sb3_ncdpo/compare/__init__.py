@@ -16,7 +16,15 @@ from sb3_ncdpo.compare.plots import plot_curves
 from sb3_ncdpo.compare.reporting import commands, report
 from sb3_ncdpo.compare.results import COMPARED, FIELDS, RunSpec, file_stem, finished_specs, load_rows, missing_runs
 from sb3_ncdpo.compare.runs import Failure, algorithm_class, execute, make_model, plan, pretrained_path, run_one
-from sb3_ncdpo.compare.stats import METRICS, checkpoint_table, final_rows, interval, summary_table
+from sb3_ncdpo.compare.stats import (
+    METRICS,
+    checkpoint_table,
+    final_rows,
+    interval,
+    standings,
+    summary_table,
+    versus_table,
+)
 
 __all__ = [
     "COMPARED",
@@ -42,5 +50,7 @@ __all__ = [
     "pretrained_path",
     "report",
     "run_one",
+    "standings",
     "summary_table",
+    "versus_table",
 ]

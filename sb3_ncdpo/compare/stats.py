@@ -128,6 +128,82 @@ def checkpoint_table(rows: list[dict[str, Any]], key: str, metric: str = "iqm", 
     return "\n\n".join(tables)
 
 
+def standing(point: float, low: float, high: float, other: tuple[float, float, float]) -> str:
+    """
+    :param point: One algorithm's metric
+    :param low: Its 95% interval's lower end
+    :param high: Its 95% interval's upper end
+    :param other: Another algorithm's ``(point, low, high)`` at the same budget
+    :return: ``"above, apart"`` / ``"below, apart"`` where the intervals do not overlap, else ``"at or above"`` or
+        ``"below"`` by the metric alone
+    """
+    if low > other[2]:
+        return "above, apart"
+    if high < other[1]:
+        return "below, apart"
+    return "at or above" if point >= other[0] else "below"
+
+
+def standings(
+    rows: list[dict[str, Any]], key: str, algo: str, baselines: list[str], metric: str = "iqm", n_columns: int = 5
+) -> dict[str, tuple[list[int], dict[str, list[str]]]]:
+    """
+    Where one algorithm stands against others at the checkpoints of :func:`checkpoint_table`, in the words of
+    :func:`standing` (a fine-tuning benchmark's claim is "at or above at every checkpoint", "ahead with intervals apart").
+
+    :param rows: Evaluation rows of finished runs
+    :param key: The evaluated quantity: ``"eval_success_rate"`` or ``"eval_return_mean"``
+    :param algo: The algorithm (or label) that is compared
+    :param baselines: The algorithms (or labels) it is compared with; an env without any of them, or without ``algo``,
+        is left out
+    :param metric: ``"iqm"`` or ``"mean"``
+    :param n_columns: At most this many checkpoints per env (:func:`checkpoint_steps` of the runs compared)
+    :return: Per env: the checkpoints and, per baseline present there, the standing at each
+    """
+    result = {}
+    for env_id in sorted({r["env"] for r in rows}):
+        env_rows = [r for r in rows if r["env"] == env_id and r.get(key) is not None]
+        present = [b for b in baselines if any(r["algo"] == b for r in env_rows)]
+        if not present or not any(r["algo"] == algo for r in env_rows):
+            continue
+        steps = checkpoint_steps([r for r in env_rows if r["algo"] in (algo, *present)], n_columns)
+        points = {
+            (name, step): interval(
+                np.array([r[key] for r in env_rows if r["algo"] == name and r["timesteps"] == step]), metric
+            )
+            for name in (algo, *present)
+            for step in steps
+        }
+        result[env_id] = (steps, {b: [standing(*points[algo, step], points[b, step]) for step in steps] for b in present})
+    return result
+
+
+def versus_table(
+    rows: list[dict[str, Any]], key: str, algo: str, baselines: list[str], metric: str = "iqm", n_columns: int = 5
+) -> str:
+    """
+    :func:`standings` as markdown.
+
+    :param rows: Evaluation rows of finished runs
+    :param key: The evaluated quantity: ``"eval_success_rate"`` or ``"eval_return_mean"``
+    :param algo: The algorithm (or label) that is compared
+    :param baselines: The algorithms (or labels) it is compared with
+    :param metric: ``"iqm"`` or ``"mean"``
+    :param n_columns: At most this many checkpoints per env
+    :return: A markdown table per env (one row per baseline, one column per checkpoint), separated by blank lines
+    """
+    label = metric.upper() if metric == "iqm" else metric
+    tables = []
+    for env_id, (steps, by_baseline) in standings(rows, key, algo, baselines, metric, n_columns).items():
+        lines = [
+            f"| {env_id}: {algo} vs ({key}, {label}, 95% CIs) | " + " | ".join(f"{s:,} steps" for s in steps) + " |",
+            "|---|" + "---|" * len(steps),
+            *(f"| {baseline} | " + " | ".join(words) + " |" for baseline, words in by_baseline.items()),
+        ]
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
+
+
 def summary_table(rows: list[dict[str, Any]], metric: str = "iqm") -> str:
     """
     :param rows: Evaluation rows of finished runs
