@@ -307,8 +307,47 @@ def report(envs: list[str], work: Path, out: Path, chunk: list[int] | None = Non
         + "\n\n".join(at_checkpoints)
         + "\n\n"
         + goal_text(rows, envs, chunk)
+        + "\n"
+        + training_table(out, envs)
     )
     return text
+
+
+def training_table(out: Path, envs: list[str]) -> str:
+    """
+    What the runs' training logs say (:func:`sb3_ncdpo.compare.training_summary`), per env and algorithm: medians over
+    seeds, for finding out why a method falls short (KL per update, clipping, the critic, the final std, the gradient
+    that reaches the first denoising step, the stochastic rollouts late in training).
+
+    :param out: The results folder (compare's ``--out``)
+    :param envs: The env ids reported
+    :return: A markdown table, or ``""`` where no run kept a training log
+    """
+    from sb3_ncdpo.compare import finished_specs, training_summary
+    from sb3_ncdpo.compare.results import LATE_KEYS, UPDATE_KEYS
+
+    keys = (*UPDATE_KEYS, *LATE_KEYS)
+    by_run: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for spec in finished_specs(out).values():
+        if spec.env in envs:
+            by_run.setdefault((spec.env, spec.variant), []).append(training_summary(out, spec))
+    lines = []
+    for (env_id, variant), summaries in sorted(by_run.items(), key=lambda item: (envs.index(item[0][0]), item[0][1])):
+        cells = []
+        for key in keys:
+            values = [summary[key] for summary in summaries if key in summary]
+            cells.append(f"{np.median(values):.3g}" if values else "-")
+        if any(cell != "-" for cell in cells):
+            lines.append(f"| {env_id} | {variant} | {len(summaries)} | " + " | ".join(cells) + " |")
+    if not lines:
+        return ""
+    header = "| env | algo | runs | " + " | ".join(keys) + " |"
+    return (
+        "Training logs, medians over seeds of each run's median over its policy updates (`train/*`) or mean over "
+        "its last third of iterations (`rollout/*`, stochastic actions):\n\n"
+        + "\n".join([header, "|" + "---|" * (3 + len(keys)), *lines])
+        + "\n"
+    )
 
 
 def goal_text(rows: list[dict[str, Any]], envs: list[str], chunk: list[int] | None) -> str:

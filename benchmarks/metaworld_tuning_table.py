@@ -10,34 +10,26 @@ rate over the run's last third. Prints markdown tables and writes them to ``<out
 """
 
 import argparse
-import csv
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from sb3_ncdpo.compare import finished_specs, load_rows
+from sb3_ncdpo.compare import finished_specs, load_rows, training_summary
 
-#: Training-log keys summarised by their median over the policy updates
-DIAGNOSTICS = ("train/approx_kl", "train/clip_fraction", "train/explained_variance")
+#: Training-log keys of the table (:func:`sb3_ncdpo.compare.training_summary`)
+DIAGNOSTICS = ("train/approx_kl", "train/clip_fraction", "train/explained_variance", "rollout/success_rate")
 
 
-def diagnostics(progress: Path) -> list[str]:
+def diagnostics(summary: dict[str, float]) -> list[str]:
     """
-    :param progress: A run's ``progress.csv``
-    :return: The medians of :data:`DIAGNOSTICS` over the updates that trained the policy (those that log
-        ``train/approx_kl``: not the critic's warm-up), then the mean rollout success rate over the last third of the
-        run's iterations, formatted; ``-`` where the log is missing
+    :param summary: A run's :func:`~sb3_ncdpo.compare.training_summary`
+    :return: Its :data:`DIAGNOSTICS`, formatted; ``-`` where the log lacks them
     """
-    if not progress.exists():
-        return ["-"] * (len(DIAGNOSTICS) + 1)
-    with progress.open() as f:
-        log = list(csv.DictReader(f))
-    updates = [row for row in log if row.get("train/approx_kl")]
-    cells = [f"{np.median([float(row[key]) for row in updates]):.3g}" if updates else "-" for key in DIAGNOSTICS]
-    rollouts = [float(row["rollout/success_rate"]) for row in log if row.get("rollout/success_rate")]
-    cells.append(f"{np.mean(rollouts[-max(1, len(rollouts) // 3) :]):.2f}" if rollouts else "-")
-    return cells
+    return [
+        "-" if key not in summary else f"{summary[key]:.2f}" if key.startswith("rollout/") else f"{summary[key]:.3g}"
+        for key in DIAGNOSTICS
+    ]
 
 
 def main() -> None:
@@ -74,7 +66,7 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     for spec in sorted(finished_specs(args.out).values(), key=lambda s: (s.variant, s.env)):
-        cells = diagnostics(args.out / "runs" / f"{spec.name}.progress.csv")
+        cells = diagnostics(training_summary(args.out, spec))
         lines.append(f"| {spec.variant} | {spec.env.split('metaworld-')[-1]} | " + " | ".join(cells) + " |")
     text = "\n".join(lines)
     (args.out / "tuning.md").write_text(text + "\n")

@@ -12,6 +12,7 @@ import pytest
 
 from sb3_ncdpo.cli import main as cli
 from sb3_ncdpo.compare import FIELDS, RunSpec, checkpoint_table, execute, finished_specs, make_model, report, summary_table
+from sb3_ncdpo.compare.results import training_summary
 from sb3_ncdpo.compare.runs import entry_values
 from sb3_ncdpo.compare.stats import checkpoint_steps, standing, versus_table
 from sb3_ncdpo.zoo import load_hyperparams
@@ -142,6 +143,23 @@ def test_versus_table_says_where_an_algorithm_stands_at_each_checkpoint():
         "| b | at or above | above, apart | below |",
         "| c | at or above | at or above | below, apart |",
     ]
+
+
+def test_training_summary_reads_the_updates_and_the_late_rollouts(tmp_path):
+    spec = RunSpec("ncdpo", ENV, 0, 64, 32, 1)
+    assert training_summary(tmp_path, spec) == {}  # no training log kept
+    (tmp_path / "runs").mkdir()
+    log = ["time/iterations,train/approx_kl,train/std,train/value_loss,rollout/success_rate"]
+    log += [f"{i},,,{9.0},{0.0}" for i in range(3)]  # critic warm-up: no policy update, so no KL, no std
+    log += [f"{i},{kl},{std},1.0,{success}" for i, (kl, std, success) in enumerate(
+        [(0.1, 0.5, 0.0), (0.3, 0.4, 0.0), (0.2, 0.3, 0.6), (0.9, 0.2, 1.0)], start=3)]  # fmt: skip
+    (tmp_path / "runs" / f"{spec.name}.progress.csv").write_text("\n".join(log) + "\n")
+    summary = training_summary(tmp_path, spec)
+    assert summary == {
+        "train/approx_kl": pytest.approx(0.25),  # median of the four updates, the warm-up left out
+        "train/std": pytest.approx(0.35),
+        "rollout/success_rate": pytest.approx(0.8),  # the last third of 7 iterations: the last 2
+    }
 
 
 def test_resume_reuses_finished_runs(compared, capsys):

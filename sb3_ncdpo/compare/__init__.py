@@ -14,7 +14,16 @@ One module per job, each importing only those listed before it:
 from sb3_ncdpo.compare.cli import main, parse_args
 from sb3_ncdpo.compare.plots import plot_curves
 from sb3_ncdpo.compare.reporting import commands, report
-from sb3_ncdpo.compare.results import COMPARED, FIELDS, RunSpec, file_stem, finished_specs, load_rows, missing_runs
+from sb3_ncdpo.compare.results import (
+    COMPARED,
+    FIELDS,
+    RunSpec,
+    file_stem,
+    finished_specs,
+    load_rows,
+    missing_runs,
+    training_summary,
+)
 from sb3_ncdpo.compare.runs import Failure, algorithm_class, execute, make_model, plan, pretrained_path, run_one
 from sb3_ncdpo.compare.stats import (
     METRICS,
@@ -52,5 +61,6 @@ __all__ = [
     "run_one",
     "standings",
     "summary_table",
+    "training_summary",
     "versus_table",
 ]

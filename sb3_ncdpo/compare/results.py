@@ -8,6 +8,7 @@ asked for that are not finished.
 
 import csv
 import json
+import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,16 @@ from sb3_ncdpo.common.atomic import atomic_file
 
 #: Algorithms that ``compare`` can run, by name; each needs a packaged ``hyperparams/<name>.yml``.
 COMPARED = ("ncdpo", "dppo", "ppo")
+#: Training-log keys that :func:`training_summary` takes the median of, over the updates that trained the policy
+UPDATE_KEYS = (
+    "train/approx_kl",
+    "train/clip_fraction",
+    "train/explained_variance",
+    "train/std",
+    "train/eps_grad_ratio_first_last",
+)
+#: Training-log keys that :func:`training_summary` averages over the last third of the iterations
+LATE_KEYS = ("rollout/success_rate", "rollout/ep_rew_mean")
 #: The columns of a run's evaluations; ``eval_success_rate`` is empty where the env reports no success (``is_success``)
 FIELDS = [
     "algo",
@@ -155,3 +166,32 @@ def load_rows(out: Path, specs: Iterable[RunSpec] | None = None) -> list[dict[st
                 typed["eval_success_rate"] = float(success) if success else None
                 rows.append(typed)
     return rows
+
+
+def training_summary(out: Path, spec: RunSpec) -> dict[str, float]:
+    """
+    What a run's training log says of its updates, for finding out why a method falls short: the medians of
+    :data:`UPDATE_KEYS` over the updates that trained the policy (those that log ``train/approx_kl``: not the critic's
+    warm-up) and the means of :data:`LATE_KEYS` over the last third of the iterations (the stochastic rollouts).
+
+    :param out: Output directory of the comparison
+    :param spec: A finished run of it
+    :return: Each key the log has, with its value; ``{}`` for a run without a training log (runs finished before
+        compare kept one)
+    """
+    path = out / "runs" / f"{spec.name}.progress.csv"
+    if not path.exists():
+        return {}
+    with open(path, newline="") as file:
+        log = list(csv.DictReader(file))
+    summary = {}
+    updates = [row for row in log if row.get("train/approx_kl")]
+    for key in UPDATE_KEYS:
+        values = [float(row[key]) for row in updates if row.get(key)]
+        if values:
+            summary[key] = statistics.median(values)
+    for key in LATE_KEYS:
+        values = [float(row[key]) for row in log if row.get(key)]
+        if values:
+            summary[key] = statistics.fmean(values[-max(1, len(values) // 3) :])
+    return summary
