@@ -386,11 +386,17 @@ def goal_text(rows: list[dict[str, Any]], envs: list[str], chunk: list[int] | No
         (apart, f"above {dppo} with intervals apart at the last checkpoint", "at least half"),
         (above_ppo, "at or above ppo at the last checkpoint", "all"),
     ]
+    n_seeds = [
+        len({r["seed"] for r in rows if (r["env"], r["algo"]) == pair}) for pair in {(r["env"], r["algo"]) for r in rows}
+    ]
+    seeds = f"{min(n_seeds)} to {max(n_seeds)} seeds per method and env"
+    if min(n_seeds) < 2:
+        seeds += '; with one seed an interval has width 0, so "apart" only means "different"'
     counts = "".join(f"- {what}: {sum(met)} of {len(met)} envs (goal: {goal})\n" for met, what, goal in goals if met)
     return (
         f'Where {ncdpo} stands ("apart": the 95% intervals do not overlap; else by the IQM alone):\n\n'
         + "\n\n".join(tables)
-        + f"\n\nThe goal, read from these tables:\n\n{counts}"
+        + f"\n\nThe goal, read from these tables ({seeds}):\n\n{counts}"
     )
 
 
