@@ -317,3 +317,15 @@ def test_wallclock_scores_hold_each_run_at_its_latest_evaluation():
     # from the latest first evaluation (90 s) to the slowest run's end (300 s); seed 0 keeps its final score after 120 s
     assert minutes.tolist() == [1.5, 2.375, 3.25, 4.125, 5.0]
     assert scores[:, 0].tolist() == [[1.0, 2.0, 2.0, 2.0, 2.0], [5.0, 5.0, 5.0, 5.0, 7.0]]
+
+
+def test_curves_show_the_success_rate_where_every_run_reports_one():
+    from sb3_ncdpo.compare.plots import curve_key, wallclock_scores
+
+    rows = [dict(seed=s, wall_time_s=60.0 * (s + 1), eval_return_mean=100.0 + s, eval_success_rate=0.5 * s) for s in (0, 1)]
+    assert curve_key(rows) == "eval_success_rate"
+    _, scores = wallclock_scores(rows, n_points=2, key=curve_key(rows))
+    assert scores[:, 0].tolist() == [[0.0, 0.0], [0.5, 0.5]]
+    rows[0]["eval_success_rate"] = None  # a run that reports none (or an env without success): the return
+    assert curve_key(rows) == "eval_return_mean"
+    assert curve_key([]) == "eval_return_mean"
