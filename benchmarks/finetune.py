@@ -361,7 +361,7 @@ def goal_text(rows: list[dict[str, Any]], envs: list[str], chunk: list[int] | No
     :param chunk: ``[horizon, n_action_steps]`` of the diffusion runs compared (their labels' suffix), or ``None``
     :return: Markdown: the standings' tables and the goal's three counts
     """
-    from sb3_ncdpo.compare import standings, versus_table
+    from sb3_ncdpo.compare import standings, standings_markdown
 
     ncdpo, dppo = (algo + chunk_name(chunk) for algo in ("ncdpo", "dppo"))
     rows = [r for r in rows if r["env"] in envs]
@@ -372,7 +372,7 @@ def goal_text(rows: list[dict[str, Any]], envs: list[str], chunk: list[int] | No
         found = standings(env_rows, key[env_id], ncdpo, [dppo, "ppo"])
         if env_id not in found:
             continue
-        tables.append(versus_table(env_rows, key[env_id], ncdpo, [dppo, "ppo"]))
+        tables.append(standings_markdown(found, key[env_id], ncdpo))
         words = found[env_id][1]
         if dppo in words:
             every.append(all(w in ("at or above", "above, apart") for w in words[dppo]))

@@ -31,6 +31,7 @@ from sb3_ncdpo.compare.stats import (
     final_rows,
     interval,
     standings,
+    standings_markdown,
     summary_table,
     versus_table,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "report",
     "run_one",
     "standings",
+    "standings_markdown",
     "summary_table",
     "training_summary",
     "versus_table",

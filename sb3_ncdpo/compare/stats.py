@@ -192,9 +192,24 @@ def versus_table(
     :param n_columns: At most this many checkpoints per env
     :return: A markdown table per env (one row per baseline, one column per checkpoint), separated by blank lines
     """
+    return standings_markdown(standings(rows, key, algo, baselines, metric, n_columns), key, algo, metric)
+
+
+def standings_markdown(
+    found: dict[str, tuple[list[int], dict[str, list[str]]]], key: str, algo: str, metric: str = "iqm"
+) -> str:
+    """
+    Standings already computed by :func:`standings` as markdown (a report that also reads them computes them once).
+
+    :param found: What :func:`standings` returned
+    :param key: The evaluated quantity it was computed on
+    :param algo: The algorithm (or label) it compared
+    :param metric: The metric it used
+    :return: A markdown table per env (one row per baseline, one column per checkpoint), separated by blank lines
+    """
     label = metric.upper() if metric == "iqm" else metric
     tables = []
-    for env_id, (steps, by_baseline) in standings(rows, key, algo, baselines, metric, n_columns).items():
+    for env_id, (steps, by_baseline) in found.items():
         lines = [
             f"| {env_id}: {algo} vs ({key}, {label}, 95% CIs) | " + " | ".join(f"{s:,} steps" for s in steps) + " |",
             "|---|" + "---|" * len(steps),
