@@ -389,7 +389,8 @@ def goal_text(rows: list[dict[str, Any]], envs: list[str], chunk: list[int] | No
     n_seeds = [
         len({r["seed"] for r in rows if (r["env"], r["algo"]) == pair}) for pair in {(r["env"], r["algo"]) for r in rows}
     ]
-    seeds = f"{min(n_seeds)} to {max(n_seeds)} seeds per method and env"
+    seeds = f"{min(n_seeds)} to {max(n_seeds)}" if min(n_seeds) < max(n_seeds) else str(min(n_seeds))
+    seeds += " seeds per method and env"
     if min(n_seeds) < 2:
         seeds += '; with one seed an interval has width 0, so "apart" only means "different"'
     counts = "".join(f"- {what}: {sum(met)} of {len(met)} envs (goal: {goal})\n" for met, what, goal in goals if met)
