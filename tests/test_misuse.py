@@ -52,6 +52,8 @@ API = [
     (NCDPO, dict(policy_kwargs=dict(gradient_checkpointing="yes")), "gradient_checkpointing must be a bool, got 'yes'"),
     (NCDPO, dict(policy_kwargs=dict(chain_noise_scale=-0.5)), r"chain_noise_scale must be a float in \[0, 1\], got -0.5"),
     (NCDPO, dict(policy_kwargs=dict(chain_noise_scale=True)), r"chain_noise_scale must be a float in \[0, 1\], got True"),
+    (NCDPO, dict(policy_kwargs=dict(deterministic_draws=-1)), r"deterministic_draws must be an int >= 0 .*, got -1"),
+    (DPPO, dict(policy_kwargs=dict(deterministic_draws=2.5)), r"deterministic_draws must be an int >= 0 .*, got 2.5"),
     (DPPO, dict(policy_kwargs=dict(chain_noise_scale=0.5)), r"chain_noise_scale must be 1 with DPPO \(an NCDPO option\)"),
     (DPPO, dict(gamma_denoising=0.0), r"gamma_denoising must be a float in \(0, 1\], got 0.0"),
     (DPPO, dict(log_prob_reduction="max"), r"log_prob_reduction must be one of \('mean', 'sum'\), got 'max'"),

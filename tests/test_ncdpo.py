@@ -92,6 +92,46 @@ def test_chain_noise_scale_scales_the_stored_noise_and_leaves_the_final_gaussian
         assert (actions - deterministic).std().item() == pytest.approx(0.2, rel=0.1)
 
 
+@pytest.mark.parametrize("n_draws", [1, 4])
+def test_deterministic_draws_act_with_the_mean_of_chain_samples(n_draws, tmp_path):
+    model = NCDPO("MlpPolicy", "Pendulum-v1", policy_kwargs=dict(SMALL, deterministic_draws=n_draws), seed=0)
+    policy = model.policy
+    obs = th.as_tensor(np.random.default_rng(0).normal(size=(3, 3)), dtype=th.float32)
+    with th.no_grad():
+        th.manual_seed(1)
+        actions = policy._predict(obs, deterministic=True)
+        th.manual_seed(1)
+        noises = policy.sample_noise(3 * n_draws)
+        means = policy._final_mean(policy._actor_latent(obs).repeat_interleave(n_draws, 0), noises)
+        zero_noise = policy._final_mean(policy._actor_latent(obs), th.zeros_like(noises[:3]))
+    expected = means.reshape(3, n_draws, -1).mean(dim=1).clamp(-1.0, 1.0)
+    assert (actions - expected).abs().max().item() < 1e-6
+    assert (actions - zero_noise.clamp(-1.0, 1.0)).abs().max().item() > 1e-3  # not the zero-noise action
+    # only the deterministic action changes: a sampled action still adds the final step's noise to one chain sample
+    with th.no_grad():
+        th.manual_seed(1)
+        sampled = policy._predict(obs, deterministic=False)
+        th.manual_seed(1)
+        sampled_again = policy._get_action_dist_from_latent(policy._actor_latent(obs), policy.sample_noise(3)).sample()
+    assert th.equal(sampled, sampled_again.clamp(-1.0, 1.0))
+    policy.save(str(tmp_path / "policy.pkl"))
+    assert DiffusionActorCriticPolicy.load(str(tmp_path / "policy.pkl")).deterministic_draws == n_draws
+
+
+def test_deterministic_draws_average_out_the_chain_noise():
+    """The mean of many chain samples varies ~1/sqrt(n) as much as one sample between calls."""
+    model = NCDPO("MlpPolicy", "Pendulum-v1", policy_kwargs=SMALL, seed=0)
+    obs = np.zeros((1, 3), dtype=np.float32)
+
+    def spread(n_draws: int) -> float:
+        model.policy.deterministic_draws = n_draws
+        return float(np.std([model.predict(obs, deterministic=True)[0] for _ in range(50)]))
+
+    one, many = spread(1), spread(64)
+    assert one > 1e-3
+    assert many < one / 3
+
+
 def test_stored_noise_reproduces_old_log_prob_with_dict_observations():
     env = make_vec_env(lambda: BitFlippingEnv(n_bits=4, continuous=True, max_steps=4), n_envs=2)
     model = collected(NCDPO("MultiInputPolicy", env, n_steps=32, batch_size=16, policy_kwargs=SMALL, seed=0))

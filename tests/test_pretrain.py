@@ -222,9 +222,11 @@ def test_pretrained_weights_and_normalisation_load(pendulum_pretrained):
 
 def test_finetune_settings_are_validated(pendulum_pretrained, tmp_path):
     folder, _ = pendulum_pretrained
-    kwargs = pretrained_policy_kwargs(folder, dict(fixed_std=0.2, sampler="ddim", chain_noise_scale=0.5))
+    kwargs = pretrained_policy_kwargs(
+        folder, dict(fixed_std=0.2, sampler="ddim", chain_noise_scale=0.5, deterministic_draws=8)
+    )
     assert kwargs["fixed_std"] == 0.2 and kwargs["sampler"] == "ddim" and kwargs["n_denoising_steps"] == 5
-    assert kwargs["chain_noise_scale"] == 0.5
+    assert kwargs["chain_noise_scale"] == 0.5 and kwargs["deterministic_draws"] == 8
     with pytest.raises(ValueError, match=r"policy_kwargs\['n_denoising_steps'\]=10 differs from the pre-trained"):
         NCDPO("MlpDiffusionPolicy", "Pendulum-v1", pretrained=str(folder), policy_kwargs=dict(n_denoising_steps=10))
     with pytest.raises(ValueError, match=r"pretrained must be a folder written by `sb3-ncdpo pretrain`"):

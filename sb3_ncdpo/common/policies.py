@@ -125,6 +125,13 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
         a Meta-World clone's action variance is credited at ``fixed_std=0.1``). Below 1 that uncredited spread shrinks;
         at 0 the chain runs from zero noise (the deterministic action's mean) and the final Gaussian is all the
         exploration. The stored noise is the scaled one, so replay stays exact
+    :param deterministic_draws: How ``predict(deterministic=True)`` (SB3's evaluation action, e.g. ``EvalCallback``'s)
+        reads an action out of the chain, which has no single mode: ``0`` (default) runs the chain from zero noise and
+        takes its final mean; ``n >= 1`` averages the final means of ``n`` chain samples (the logits, for discrete
+        actions) and acts with that. ``1`` is DPPO's evaluation action (a chain sample without the final step's noise);
+        a larger ``n`` estimates the policy's mean action, as a Gaussian policy's deterministic action is its mean.
+        It changes what is evaluated, not what is trained (measured on behaviour-cloned locomotion policies:
+        ``benchmarks/clone_modes.py``)
     """
 
     #: Keyword arguments that fine-tuning may change from the pre-trained policy's, besides the chain's own
@@ -142,6 +149,7 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
             "gradient_checkpointing",
             "chunk_log_prob",
             "chain_noise_scale",
+            "deterministic_draws",
         }
     )
     traces: PolicyTraces
@@ -193,6 +201,7 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
         n_obs_steps: int = 1,
         chunk_log_prob: str = DEFAULT_CHUNK_LOG_PROB,
         chain_noise_scale: float = 1.0,
+        deterministic_draws: int = 0,
     ):
         check_action_space(action_space)
         if x0_clip_final is None:
@@ -212,6 +221,7 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
                 n_obs_steps=n_obs_steps,
                 chunk_log_prob=chunk_log_prob,
                 chain_noise_scale=chain_noise_scale,
+                deterministic_draws=deterministic_draws,
             )
         )
         check_chunk_spaces(observation_space, action_space, horizon, n_obs_steps)
@@ -246,6 +256,7 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
         self.n_finetuned_steps = n_finetuned_steps
         self.gradient_checkpointing = gradient_checkpointing
         self.chain_noise_scale = chain_noise_scale
+        self.deterministic_draws = deterministic_draws
         super().__init__(
             observation_space,
             action_space,
@@ -352,6 +363,7 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
             n_obs_steps=self.n_obs_steps,
             chunk_log_prob=self.chunk_log_prob,
             chain_noise_scale=self.chain_noise_scale,
+            deterministic_draws=self.deterministic_draws,
         )
         return data
 
@@ -659,10 +671,28 @@ class DiffusionActorCriticPolicy(DenoisingStepsMixin, ActorCriticPolicy):
             values per row), or the discrete actions
         """
         latent_pi = self._actor_latent(observation)
-        noises = self._noise_for(latent_pi.shape[0], deterministic)
-        distribution = self._get_action_dist_from_latent(latent_pi, noises, obs=observation)
+        if deterministic and self.deterministic_draws > 0:
+            distribution = self._final_distribution(self._mean_over_draws(latent_pi, observation, self.deterministic_draws))
+        else:
+            noises = self._noise_for(latent_pi.shape[0], deterministic)
+            distribution = self._get_action_dist_from_latent(latent_pi, noises, obs=observation)
         actions = distribution.get_actions(deterministic=deterministic)
         return actions.clamp(-1.0, 1.0) if isinstance(self.action_space, spaces.Box) else actions
+
+    def _mean_over_draws(self, latent_pi: th.Tensor, observation: PyTorchObs, n_draws: int) -> th.Tensor:
+        """
+        :param latent_pi: Conditioning features of the denoiser, one row per observation
+        :param observation: The observations (the frozen steps of ``n_finetuned_steps`` encode them themselves)
+        :param n_draws: Chain samples per observation
+        :return: The mean over ``n_draws`` chain samples of the final mean, one row per observation
+        """
+
+        def repeated(tensor: th.Tensor) -> th.Tensor:
+            return tensor.repeat_interleave(n_draws, dim=0)
+
+        obs = repeated(observation) if isinstance(observation, th.Tensor) else {k: repeated(v) for k, v in observation.items()}
+        means = self._final_mean(repeated(latent_pi), self.sample_noise(latent_pi.shape[0] * n_draws), obs=obs)
+        return means.reshape(latent_pi.shape[0], n_draws, -1).mean(dim=1)
 
 
 class CnnDiffusionPolicy(DiffusionActorCriticPolicy):

@@ -90,6 +90,12 @@ def check_policy_kwargs(policy_kwargs: dict[str, Any]) -> None:
     scale = policy_kwargs.get("chain_noise_scale", 1.0)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0.0 <= scale <= 1.0:
         raise ValueError(f"chain_noise_scale must be a float in [0, 1], got {scale!r}")
+    draws = policy_kwargs.get("deterministic_draws", 0)
+    if not (isinstance(draws, int) and not isinstance(draws, bool) and draws >= 0):
+        raise ValueError(
+            f"deterministic_draws must be an int >= 0 (0: the chain from zero noise; n: the mean of n chain samples), "
+            f"got {draws!r}"
+        )
     if not isinstance(policy_kwargs.get("gradient_checkpointing", False), bool):
         raise ValueError(f"gradient_checkpointing must be a bool, got {policy_kwargs['gradient_checkpointing']!r}")
     n_denoising_steps = policy_kwargs.get("n_denoising_steps", CHAIN_DEFAULTS.n_denoising_steps)
