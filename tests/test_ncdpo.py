@@ -118,6 +118,18 @@ def test_deterministic_draws_act_with_the_mean_of_chain_samples(n_draws, tmp_pat
     assert DiffusionActorCriticPolicy.load(str(tmp_path / "policy.pkl")).deterministic_draws == n_draws
 
 
+def test_deterministic_draws_take_the_argmax_of_the_mean_logits():
+    model = NCDPO("MlpPolicy", "CartPole-v1", policy_kwargs=dict(SMALL, deterministic_draws=3), seed=0)
+    policy = model.policy
+    obs = th.as_tensor(np.random.default_rng(0).normal(size=(16, 4)), dtype=th.float32)
+    with th.no_grad():
+        th.manual_seed(2)
+        actions = policy._predict(obs, deterministic=True)
+        th.manual_seed(2)
+        logits = policy._final_mean(policy._actor_latent(obs).repeat_interleave(3, 0), policy.sample_noise(16 * 3))
+    assert th.equal(actions, logits.reshape(16, 3, -1).mean(dim=1).argmax(dim=1))
+
+
 def test_deterministic_draws_average_out_the_chain_noise():
     """The mean of many chain samples varies ~1/sqrt(n) as much as one sample between calls."""
     model = NCDPO("MlpPolicy", "Pendulum-v1", policy_kwargs=SMALL, seed=0)
