@@ -6,11 +6,12 @@ deterministic action is its mean, the average of the demonstrations' actions in 
 plays ``--n-episodes`` episodes (envs seeded ``--seed``, ``--seed`` + 1, ...: one episode each) with each read-out and
 prints the return (mean ± std over episodes):
 
-- diffusion clone: ``zero-noise`` (the package's deterministic action), ``sampled`` (one chain sample, its final
-  mean: the clone as a generative model, as NCDPO's rollouts act before the final step's noise) and ``mean of N`` (the
-  average final mean over ``--n-draws`` chain samples: the clone's estimate of the demonstrations' mean action, what a
-  Gaussian clone acts with); each with the chunk's ``n_action_steps`` actions run open loop, as trained, and
-  re-planned every env step (``replan``: only the chunk's first action runs);
+- diffusion clone, through the policy's ``deterministic_draws``: ``zero-noise`` (0, the package's default deterministic
+  action), ``sampled`` (1: one chain sample, its final mean: the clone as a generative model, as NCDPO's rollouts act
+  before the final step's noise) and ``mean of N`` (N: the average final mean over ``--n-draws`` chain samples, the
+  clone's estimate of the demonstrations' mean action, what a Gaussian clone acts with); each with the chunk's
+  ``n_action_steps`` actions run open loop, as trained, and re-planned every env step (``replan``: only the chunk's
+  first action runs);
 - Gaussian clone: ``mean`` (its deterministic action) and ``sampled`` (its own std).
 
 Writes a markdown table to ``--out`` and a JSON line per row beside it (``.jsonl``).
@@ -76,29 +77,20 @@ def diffusion_read_outs(policy: DiffusionActorCriticPolicy, n_draws: int) -> dic
     """
     chunk_shape = (policy.horizon, *policy.action_space.shape)  # type: ignore[misc]
 
-    def executed(normalised: th.Tensor, n_exec: int) -> np.ndarray:
-        chunks = normalised.clamp(-1.0, 1.0).reshape(-1, *chunk_shape)[:, :n_exec].cpu().numpy()
-        return policy.unscale_action(chunks)
+    def read_out(draws: int, n_exec: int) -> ReadOut:
+        def act(obs: th.Tensor) -> np.ndarray:
+            policy.deterministic_draws = draws  # the policy's own read-out (0: zero noise; n: the mean of n samples)
+            chunks = policy._predict(obs, deterministic=True).reshape(-1, *chunk_shape)[:, :n_exec].cpu().numpy()
+            return policy.unscale_action(chunks)
 
-    def zero_noise(obs: th.Tensor) -> th.Tensor:
-        return policy._predict(obs, deterministic=True)
+        return act
 
-    def final_mean(obs: th.Tensor) -> th.Tensor:
-        return policy.get_distribution(obs).distribution.mean  # type: ignore[union-attr]
-
-    def mean_of_draws(obs: th.Tensor) -> th.Tensor:
-        means = final_mean(obs.repeat_interleave(n_draws, 0))
-        return means.reshape(obs.shape[0], n_draws, -1).mean(dim=1)
-
-    chains = {"zero-noise": zero_noise, "sampled": final_mean, f"mean of {n_draws}": mean_of_draws}
+    chains = {"zero-noise": 0, "sampled": 1, f"mean of {n_draws}": n_draws}
     read_outs: dict[str, tuple[ReadOut, int]] = {}
     for replan in (False, True):
         n_exec = 1 if replan else policy.n_action_steps
-        for name, chain in chains.items():
-            read_outs[name + (", replan" if replan else "")] = (
-                lambda obs, chain=chain, n_exec=n_exec: executed(chain(obs), n_exec),  # type: ignore[misc]
-                n_exec,
-            )
+        for name, draws in chains.items():
+            read_outs[name + (", replan" if replan else "")] = (read_out(draws, n_exec), n_exec)
     return read_outs
 
 
