@@ -36,6 +36,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 
 from sb3_ncdpo.common.policies import DiffusionActorCriticPolicy
 from sb3_ncdpo.common.pretrained import Pretrained, load_pretrained
+from sb3_ncdpo.compare.results import write_atomically
 
 #: A read-out: normalised observations (n_envs, obs_dim) -> actions in the env's units (n_envs, n_exec, action_dim)
 ReadOut = Callable[[th.Tensor], np.ndarray]
@@ -172,8 +173,9 @@ def main() -> None:
     ]
     text = "\n".join(lines)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
-    args.out.with_suffix(".jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # atomically: a kill while writing leaves the previous table whole
+    write_atomically(args.out, text + "\n")
+    write_atomically(args.out.with_suffix(".jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
     print(text)
 
 

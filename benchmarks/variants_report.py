@@ -16,6 +16,7 @@ from pathlib import Path
 from finetune import metaworld_task, training_table
 
 from sb3_ncdpo.compare import checkpoint_table, load_rows
+from sb3_ncdpo.compare.results import write_atomically
 
 
 def report(results: list[Path], envs: list[str], algos: list[str] | None) -> str:
@@ -52,7 +53,7 @@ def main() -> None:
             parser.error(f"--results: {folder} has no runs/ folder (not a compare output)")
     text = report(args.results, args.env, args.algos)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    write_atomically(args.out, text)
     print(text)
 
 
