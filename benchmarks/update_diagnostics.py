@@ -13,7 +13,7 @@ import csv
 import statistics
 from pathlib import Path
 
-from sb3_ncdpo.compare import finished_specs, load_rows
+from sb3_ncdpo.compare import final_rows, finished_specs, load_rows
 from sb3_ncdpo.compare.results import write_atomically
 
 #: Training-log keys whose medians the table shows, per half of the run
@@ -43,11 +43,7 @@ def main() -> None:
     specs = [s for s in finished_specs(args.out).values() if args.env is None or s.env in args.env]
     if not specs:
         parser.error(f"--env: no finished run of {args.env} in {args.out}")
-    final = {}
-    for row in load_rows(args.out, specs):
-        key = (row["algo"], row["env"], row["seed"])
-        if row["timesteps"] >= final.get(key, (-1, 0.0))[0]:
-            final[key] = (row["timesteps"], row["eval_return_mean"])
+    final = {(r["algo"], r["env"], r["seed"]): r["eval_return_mean"] for r in final_rows(load_rows(args.out, specs))}
     lines = [
         "| env | variant | seed | approx_kl, 1st / 2nd half | clip fraction, 1st / 2nd half | std at the end | final return |",
         "|---|---|---|---|---|---|---|",
@@ -61,7 +57,7 @@ def main() -> None:
         cells = [" / ".join(f"{v:.3g}" for v in halves(log, key)) for key in KEYS]
         stds = [row["train/std"] for row in log if row.get("train/std")]
         cells.append(f"{float(stds[-1]):.2f}" if stds else "-")
-        cells.append(f"{final[(spec.variant, spec.env, spec.seed)][1]:.0f}")
+        cells.append(f"{final[(spec.variant, spec.env, spec.seed)]:.0f}")
         lines.append(f"| {spec.env} | {spec.variant} | {spec.seed} | " + " | ".join(cells) + " |")
     text = "\n".join(lines)
     write_atomically(args.out / "update_diagnostics.md", text + "\n")
