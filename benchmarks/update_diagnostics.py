@@ -9,12 +9,11 @@ the same learning rate shows here. Prints a markdown table and writes it to ``<o
 """
 
 import argparse
-import csv
 import statistics
 from pathlib import Path
 
 from sb3_ncdpo.compare import final_rows, finished_specs, load_rows
-from sb3_ncdpo.compare.results import write_atomically
+from sb3_ncdpo.compare.results import training_log, write_atomically
 
 #: Training-log keys whose medians the table shows, per half of the run
 KEYS = ("train/approx_kl", "train/clip_fraction")
@@ -49,11 +48,9 @@ def main() -> None:
         "|---|---|---|---|---|---|---|",
     ]
     for spec in sorted(specs, key=lambda s: (s.env, s.variant, s.seed)):
-        path = args.out / "runs" / f"{spec.name}.progress.csv"
-        if not path.exists():
+        log = training_log(args.out, spec)
+        if not log:
             continue
-        with open(path, newline="") as file:
-            log = list(csv.DictReader(file))
         cells = [" / ".join(f"{v:.3g}" for v in halves(log, key)) for key in KEYS]
         stds = [row["train/std"] for row in log if row.get("train/std")]
         cells.append(f"{float(stds[-1]):.2f}" if stds else "-")

@@ -168,6 +168,20 @@ def load_rows(out: Path, specs: Iterable[RunSpec] | None = None) -> list[dict[st
     return rows
 
 
+def training_log(out: Path, spec: RunSpec) -> list[dict[str, str]]:
+    """
+    :param out: Output directory of the comparison
+    :param spec: A finished run of it
+    :return: The rows of the run's training log (SB3's ``progress.csv``); ``[]`` for a run without one (runs finished
+        before compare kept it)
+    """
+    path = out / "runs" / f"{spec.name}.progress.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
 def training_summary(out: Path, spec: RunSpec) -> dict[str, float]:
     """
     What a run's training log says of its updates, for finding out why a method falls short: the medians of
@@ -179,11 +193,7 @@ def training_summary(out: Path, spec: RunSpec) -> dict[str, float]:
     :return: Each key the log has, with its value; ``{}`` for a run without a training log (runs finished before
         compare kept one)
     """
-    path = out / "runs" / f"{spec.name}.progress.csv"
-    if not path.exists():
-        return {}
-    with open(path, newline="") as file:
-        log = list(csv.DictReader(file))
+    log = training_log(out, spec)
     summary = {}
     updates = [row for row in log if row.get("train/approx_kl")]
     for key in UPDATE_KEYS:
