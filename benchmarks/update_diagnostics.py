@@ -1,9 +1,10 @@
 """
 How far each run's policy updates moved the policy, from the training logs of a ``compare`` folder: per finished run
 (variant, env, seed), the medians of ``train/approx_kl`` and ``train/clip_fraction`` over the first and the second
-half of its policy updates, its final-step std at the end, and its final deterministic return. For reading a gap
-between two methods run with the same values: an update rule that moves one policy much further than the other at
-the same learning rate shows here. Prints a markdown table and writes it to ``<out>/update_diagnostics.md``.
+half of its policy updates, its final-step std and learning rate at the end (the rate moves with ``desired_kl``), and
+its final deterministic return. For reading a gap between two methods run with the same values: an update rule that
+moves one policy much further than the other at the same learning rate shows here. Prints a markdown table and writes
+it to ``<out>/update_diagnostics.md``.
 
     python benchmarks/update_diagnostics.py --out benchmarks/results/million --env Walker2d-v5
 """
@@ -44,16 +45,18 @@ def main() -> None:
         parser.error(f"--env: no finished run of {args.env} in {args.out}")
     final = {(r["algo"], r["env"], r["seed"]): r["eval_return_mean"] for r in final_rows(load_rows(args.out, specs))}
     lines = [
-        "| env | variant | seed | approx_kl, 1st / 2nd half | clip fraction, 1st / 2nd half | std at the end | final return |",
-        "|---|---|---|---|---|---|---|",
+        "| env | variant | seed | approx_kl, 1st / 2nd half | clip fraction, 1st / 2nd half | std at the end"
+        " | learning rate at the end | final return |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for spec in sorted(specs, key=lambda s: (s.env, s.variant, s.seed)):
         log = training_log(args.out, spec)
         if not log:
             continue
         cells = [" / ".join(f"{v:.3g}" for v in halves(log, key)) for key in KEYS]
-        stds = [row["train/std"] for row in log if row.get("train/std")]
-        cells.append(f"{float(stds[-1]):.2f}" if stds else "-")
+        for key, fmt in (("train/std", ".2f"), ("train/learning_rate", ".3g")):
+            logged = [row[key] for row in log if row.get(key)]
+            cells.append(f"{float(logged[-1]):{fmt}}" if logged else "-")
         cells.append(f"{final[(spec.variant, spec.env, spec.seed)]:.0f}")
         lines.append(f"| {spec.env} | {spec.variant} | {spec.seed} | " + " | ".join(cells) + " |")
     text = "\n".join(lines)
