@@ -190,11 +190,10 @@ def pretrain_stage(
     from sb3_ncdpo.zoo import eval_policy_kwargs, load_hyperparams
 
     th.set_num_threads(1)  # as every stage: the experts' stage sets it only when it trains
-    gaussian_kwargs = load_hyperparams("ppo_finetune", env_id).get("policy_kwargs", {})
     chunks = {"horizon": chunk[0], "n_action_steps": chunk[1]} if chunk else {}
     policies = [("diffusion" + chunk_name(chunk), {**eval_policy_kwargs(DIFFUSION_KWARGS), **chunks})]
-    if gaussian:
-        policies.append(("gaussian", gaussian_kwargs))
+    if gaussian:  # PPO's fine-tuning entry gives its architecture: an env without one can still clone a diffusion policy
+        policies.append(("gaussian", load_hyperparams("ppo_finetune", env_id).get("policy_kwargs", {})))
     for folder_name, kwargs in policies:
         policy = "gaussian" if folder_name == "gaussian" else "diffusion"
         out = work / "pretrained" / env_id / folder_name
