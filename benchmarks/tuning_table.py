@@ -40,6 +40,8 @@ DIAGNOSTICS = (
     "rollout/success_rate",
     "rollout/ep_rew_mean",
 )
+#: How a key's value is written where it is not ``.3g``
+FORMATS = {"rollout/success_rate": "{:.2f}", "rollout/ep_rew_mean": "{:.0f}"}
 
 
 def diagnostics(summary: dict[str, float], keys: tuple[str, ...]) -> list[str]:
@@ -48,16 +50,7 @@ def diagnostics(summary: dict[str, float], keys: tuple[str, ...]) -> list[str]:
     :param keys: The training-log keys to format
     :return: Those keys, formatted; ``-`` where the log lacks them
     """
-    return [
-        "-"
-        if key not in summary
-        else f"{summary[key]:.2f}"
-        if key == "rollout/success_rate"
-        else f"{summary[key]:.0f}"
-        if key == "rollout/ep_rew_mean"
-        else f"{summary[key]:.3g}"
-        for key in keys
-    ]
+    return ["-" if key not in summary else FORMATS.get(key, "{:.3g}").format(summary[key]) for key in keys]
 
 
 def expert_return(experts: Path, env: str) -> float:
