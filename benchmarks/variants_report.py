@@ -2,8 +2,9 @@
 One report over the runs of several ``compare`` folders: variants measured beside a benchmark (another evaluation
 read-out, other fine-tuning settings) next to its own runs. Per env, the return (or success rate on Meta-World ids) at
 checkpoints, IQM over seeds with rliable's 95 % interval, then each folder's training-log table (the medians over
-seeds of ``train/approx_kl``, ``train/clip_fraction``, ... and of the stochastic rollouts' late return). Writes
-markdown to ``--out`` and prints it.
+seeds of ``train/approx_kl``, ``train/clip_fraction``, ... and of the stochastic rollouts' late return). A label found
+in more than one folder (the same method run with other settings) is reported per folder, as ``label (folder)``.
+Writes markdown to ``--out`` and prints it.
 
     python benchmarks/variants_report.py --env Walker2d-v5 \\
         --results benchmarks/results/locomotion_finetune benchmarks/results/locomotion_diagnosis \\
@@ -26,8 +27,20 @@ def report(results: list[Path], envs: list[str], algos: list[str] | None) -> str
     :param algos: The variants reported (``None``: every variant found)
     :return: Markdown: a checkpoint table per env, then each folder's training-log table
     """
-    rows = [r for folder in results for r in load_rows(folder) if r["env"] in envs]
-    rows = [r for r in rows if algos is None or r["algo"] in algos]
+    per_folder = {
+        folder: [r for r in load_rows(folder) if r["env"] in envs and (algos is None or r["algo"] in algos)]
+        for folder in results
+    }
+    shared = {
+        label
+        for label in {r["algo"] for rows in per_folder.values() for r in rows}
+        if sum(any(r["algo"] == label for r in rows) for rows in per_folder.values()) > 1
+    }
+    rows = [
+        {**r, "algo": f"{r['algo']} ({folder.name})"} if r["algo"] in shared else r
+        for folder, folder_rows in per_folder.items()
+        for r in folder_rows
+    ]
     parts = []
     for env_id in envs:
         env_rows = [r for r in rows if r["env"] == env_id]
